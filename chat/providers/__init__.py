@@ -1,0 +1,46 @@
+"""Inference providers, one module each: INFERENCE_PROVIDER names the module to load.
+
+A module `chat/providers/<name>.py` defining one Provider subclass is a new provider;
+nothing else needs to change.
+"""
+
+import importlib
+import inspect
+import os
+from functools import cache
+
+from django.conf import settings
+
+from chat.providers.base import PromptMessage, Provider, ProviderError
+
+__all__ = ["PromptMessage", "Provider", "ProviderError", "get_provider", "offline_notice"]
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The Provider subclass defined in chat.providers.<name>."""
+    if not name.isidentifier() or name == "base":
+        raise ValueError(f"INFERENCE_PROVIDER={name!r} is not a provider name")
+    module = importlib.import_module(f"chat.providers.{name}")
+    for _, obj in inspect.getmembers(module, inspect.isclass):
+        if issubclass(obj, Provider) and obj is not Provider and obj.__module__ == module.__name__:
+            return obj
+    raise ValueError(f"chat.providers.{name} defines no Provider")
+
+
+@cache
+def _provider_for(pid: int, name: str) -> Provider:
+    return provider_class(name)()
+
+
+def get_provider() -> Provider:
+    """This process's provider instance (created once per process, after any fork)."""
+    return _provider_for(os.getpid(), settings.INFERENCE_PROVIDER)
+
+
+def offline_notice() -> str | None:
+    """The start-up warning when the offline stand-in answers instead of a model."""
+    if settings.INFERENCE_PROVIDER == "offline":
+        from chat.providers.offline import NOTICE
+
+        return NOTICE
+    return None

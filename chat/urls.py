@@ -1,0 +1,15 @@
+"""HTTP routes of the chat app."""
+
+from django.urls import path
+
+from chat import views
+
+urlpatterns = [
+    path("api/chat/sessions", views.session_create, name="chat-session-create"),
+    path("api/chat/sessions/<str:token>", views.session_detail, name="chat-session-detail"),
+    path(
+        "api/chat/sessions/<str:token>/refresh",
+        views.session_refresh,
+        name="chat-session-refresh",
+    ),
+]

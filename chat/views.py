@@ -1,0 +1,39 @@
+"""HTTP JSON API of the assistant chat (and the page that uses it)."""
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+
+from chat.selectors import chat_messages_list, chat_session_get_active
+from chat.serializers import session_data
+from chat.services import chat_session_create, chat_session_refresh
+from chatsite.api import client_ip, json_api
+from chatsite.ratelimit import rate_limit_check
+
+
+@json_api(methods=["POST"])
+def session_create(request: HttpRequest, data: dict[str, Any]) -> JsonResponse:
+    """POST /api/chat/sessions {"name"}: 201 with the new session and its token."""
+    rate_limit_check(
+        scope="chat-session-create", subject=client_ip(request),
+        limit=settings.CHAT_SESSION_CREATE_RATE_LIMIT, window=60,
+    )  # fmt: skip
+    session, token = chat_session_create(name=data.get("name"))
+    return JsonResponse(session_data(session, [], token=token), status=201)
+
+
+@json_api(methods=["GET"])
+def session_detail(request: HttpRequest, data: dict[str, Any], token: str) -> JsonResponse:
+    """GET /api/chat/sessions/<token>: the session with its whole history."""
+    session = chat_session_get_active(token=token)
+    messages = chat_messages_list(session_id=session.pk)
+    return JsonResponse(session_data(session, messages, token=token))
+
+
+@json_api(methods=["POST"])
+def session_refresh(request: HttpRequest, data: dict[str, Any], token: str) -> JsonResponse:
+    """POST /api/chat/sessions/<token>/refresh: extend the expiry, return the session."""
+    session = chat_session_refresh(session=chat_session_get_active(token=token))
+    messages = chat_messages_list(session_id=session.pk)
+    return JsonResponse(session_data(session, messages, token=token))

@@ -1,0 +1,86 @@
+"""The JSON WebSocket base shared by every socket: limits, parsing, dispatch, errors."""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chatsite.api import reject_constant
+from chatsite.errors import AppError, error_event
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class CloseSocket(Exception):
+    """Raised by a handler to close the socket with an application close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class JsonSocketConsumer(AsyncWebsocketConsumer):
+    """Parse JSON text frames, dispatch on "type", answer bad input with an error frame."""
+
+    max_frame_bytes: int = 32 * 1024
+
+    def handlers(self) -> dict[str, Handler]:
+        """Map each accepted frame type to its coroutine."""
+        return {"ping": self.on_ping}
+
+    def query_param(self, name: str) -> str | None:
+        """One query-string parameter of the socket URL, or None."""
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        """Send one JSON text frame."""
+        await self.send(text_data=json.dumps(payload))
+
+    async def send_error(self, err: AppError, **extra: Any) -> None:
+        """Send an error frame in the one error shape."""
+        await self.send_json({**error_event(err), **extra})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Validate one frame at the edge and hand it to its handler."""
+        try:
+            if text_data is None:
+                raise AppError("binary_not_supported", "Send JSON text frames, not binary.")
+            if len(text_data) > self.max_frame_bytes or (
+                len(text_data.encode()) > self.max_frame_bytes
+            ):
+                raise AppError(
+                    "frame_too_large", f"Frames are limited to {self.max_frame_bytes} bytes."
+                )
+            try:
+                frame = json.loads(text_data, parse_constant=reject_constant)
+            except ValueError as exc:
+                raise AppError("invalid_json", "The frame is not valid JSON.") from exc
+            if not isinstance(frame, dict):
+                raise AppError("invalid_message", "A frame must be a JSON object.")
+            kind = frame.get("type")
+            if not isinstance(kind, str) or not kind:
+                raise AppError("invalid_message", 'A frame needs a "type".', field="type")
+            handler = self.handlers().get(kind)
+            if handler is None:
+                raise AppError("unknown_type", f"Unknown frame type {kind[:40]!r}.", field="type")
+            await handler(frame)
+        except AppError as err:
+            await self.send_error(err)
+        except CloseSocket as close:
+            await self.close(code=close.code, reason=close.reason)
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        """Answer a ping with a pong (clients use it as a keep-alive)."""
+        await self.send_json({"type": "pong"})
+
+    async def socket_frame(self, event: dict[str, Any]) -> None:
+        """Relay a pre-serialised group frame, unless this socket is the one that caused it."""
+        if event.get("skip") != self.channel_name:
+            await self.send(text_data=event["frame"])
