@@ -6,10 +6,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat.errors import ChatError
-from chatsite.errors import AppError
 from chat.selectors import chat_messages_list, chat_session_get_active
 from chat.serializers import message_data
 from chat.services import chat_message_create, chat_reply_retry
+from chatsite.errors import AppError
 from chatsite.ratelimit import rate_limit_check_async
 from chatsite.sockets import CloseSocket, Handler, JsonSocketConsumer
 
@@ -31,14 +31,18 @@ class ChatConsumer(JsonSocketConsumer):
         self.session_id: int | None = None
         after = self.query_param("after")
         if after is not None and not after.isdigit():
-            await self.close(code=CLOSE_BAD_REQUEST, reason="after must be a message id")
+            await self.close_with(
+                CloseSocket(CLOSE_BAD_REQUEST, "invalid_after", "after must be a message id")
+            )
             return
         try:
             session = await database_sync_to_async(chat_session_get_active)(
                 token=self.scope["url_route"]["kwargs"]["token"]
             )
         except ChatError:
-            await self.close(code=CLOSE_SESSION_GONE, reason="session unknown or expired")
+            await self.close_with(
+                CloseSocket(CLOSE_SESSION_GONE, "session_not_found", "Session unknown or expired.")
+            )
             return
         self.session_id = session.pk
         self.group = session.group_name
@@ -96,5 +100,5 @@ class ChatConsumer(JsonSocketConsumer):
 def _close_if_gone(err: AppError) -> Exception:
     """An expired session closes the socket; any other error is answered on it."""
     if err.code == "session_expired":
-        return CloseSocket(CLOSE_SESSION_GONE, "session expired")
+        return CloseSocket(CLOSE_SESSION_GONE, "session_expired", "This session has expired.")
     return err

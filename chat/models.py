@@ -57,7 +57,8 @@ class ChatMessage(models.Model):
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
     )
-    client_id = models.CharField(max_length=64, null=True, blank=True)
+    # NULL, not "", so messages without a client_id stay out of the unique constraint.
+    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Reply generation bookkeeping: which attempt owns the row, when to try next, why it failed.
     attempt = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -7,7 +7,7 @@ from chat.models import ChatMessage, ChatSession
 
 
 def message_data(message: ChatMessage) -> dict[str, Any]:
-    """The message object: {"id", "role", "text", "status", "created_at", "reply_to", "client_id"}."""
+    """The message object, the same everywhere it appears (see docs/protocol.md)."""
     return {
         "id": message.pk,
         "role": message.role,

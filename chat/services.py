@@ -1,5 +1,6 @@
 """Writes of the assistant chat: sessions, messages, retries and reply generation."""
 
+import contextlib
 import logging
 import random
 import time
@@ -112,9 +113,7 @@ def chat_session_refresh(*, session: ChatSession) -> ChatSession:
 def chat_sessions_expire(*, session_ids: list[int]) -> int:
     """Expire sessions now (operators); returns how many."""
     now = timezone.now()
-    return ChatSession.objects.filter(pk__in=session_ids, expires_at__gt=now).update(
-        expires_at=now
-    )
+    return ChatSession.objects.filter(pk__in=session_ids, expires_at__gt=now).update(expires_at=now)
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -190,9 +189,7 @@ def chat_reply_retry(*, session_id: int, message_id: Any) -> ChatMessage:
         message.refresh_from_db()
         payload = {"type": "retrying", "message": message_data(message)}
         transaction.on_commit(lambda: _reply_enqueue(message.pk))
-        transaction.on_commit(
-            lambda: broadcast_sync(session_group_name(session_id), payload)
-        )
+        transaction.on_commit(lambda: broadcast_sync(session_group_name(session_id), payload))
     return message
 
 
@@ -224,13 +221,11 @@ def chat_reply_generate(*, reply_id: int) -> float | None:
             _reply_attempt(reply=pending, lock=lock)
         return None
     except LockError:
-        logger.warning("lost the reply lock of session %s; another worker goes on", reply.session_id)
+        logger.warning("lost the reply lock of session %s", reply.session_id)
         return LOCK_BUSY_RETRY_SECONDS
     finally:
-        try:
+        with contextlib.suppress(LockError):
             lock.release()
-        except LockError:
-            pass
 
 
 def _reply_attempt(*, reply: ChatMessage, lock: Any) -> None:
@@ -320,7 +315,9 @@ def _reply_attempt_failed(*, reply: ChatMessage, attempt: int, exc: ProviderErro
     )
     if exc.retryable and attempt < settings.INFERENCE_MAX_ATTEMPTS:
         delay = _backoff_seconds(attempt=attempt, exc=exc)
-        logger.info("reply %s attempt %s failed (%s); retry in %.1fs", reply.pk, attempt, exc, delay)
+        logger.info(
+            "reply %s attempt %s failed (%s); retry in %.1fs", reply.pk, attempt, exc, delay
+        )
         owned.update(
             status=Status.PENDING,
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
@@ -338,9 +335,7 @@ def _reply_attempt_failed(*, reply: ChatMessage, attempt: int, exc: ProviderErro
             "message_id": reply.pk,
             "reply_to": reply.reply_to_id,
         }
-        transaction.on_commit(
-            lambda: broadcast_sync(session_group_name(reply.session_id), payload)
-        )
+        transaction.on_commit(lambda: broadcast_sync(session_group_name(reply.session_id), payload))
 
 
 def chat_reply_abandon(*, reply_id: int, reason: str) -> None:
@@ -363,6 +358,4 @@ def _reply_complete(*, reply: ChatMessage, attempt: int, text: str) -> None:
             return
         reply.refresh_from_db()
         payload = {"type": "reply", "message": message_data(reply)}
-        transaction.on_commit(
-            lambda: broadcast_sync(session_group_name(reply.session_id), payload)
-        )
+        transaction.on_commit(lambda: broadcast_sync(session_group_name(reply.session_id), payload))

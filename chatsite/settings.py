@@ -122,7 +122,9 @@ REDIS_URL = os.environ.get("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_P
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": env.str("CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"),
+        "BACKEND": env.str(
+            "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
+        ),
         "CONFIG": {"hosts": [REDIS_URL], "prefix": "chatsite"},
     }
 }

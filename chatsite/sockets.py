@@ -19,9 +19,10 @@ Handler = Callable[[dict[str, Any]], Awaitable[None]]
 class CloseSocket(Exception):
     """Raised by a handler to close the socket with an application close code."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, error_code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+        self.error_code = error_code
         self.reason = reason
 
 
@@ -74,7 +75,15 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         except AppError as err:
             await self.send_error(err)
         except CloseSocket as close:
-            await self.close(code=close.code, reason=close.reason)
+            await self.close_with(close)
+
+    async def close_with(self, close: CloseSocket) -> None:
+        """Send the reason as an error frame, then close with the application code.
+
+        Daphne drops close reasons, so the frame is what tells a client why.
+        """
+        await self.send_error(AppError(close.error_code, close.reason))
+        await self.close(code=close.code, reason=close.reason)
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
         """Answer a ping with a pong (clients use it as a keep-alive)."""

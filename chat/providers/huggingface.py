@@ -36,13 +36,13 @@ class HuggingFaceProvider(Provider):
             try:
                 body = response.json()
             except ValueError as exc:
-                raise ProviderError("The inference API sent malformed JSON.", retryable=True) from exc
+                raise ProviderError("The inference API sent bad JSON.", retryable=True) from exc
         if isinstance(body, dict):
             body = [body]
         try:
             text = body[0]["generated_text"]
         except (IndexError, KeyError, TypeError) as exc:
-            raise ProviderError("The inference API sent no generated_text.", retryable=False) from exc
+            raise ProviderError("The reply had no generated_text.", retryable=False) from exc
         yield str(text)
 
     def status_error(self, response) -> ProviderError:

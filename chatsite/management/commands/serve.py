@@ -43,9 +43,12 @@ class Command(BaseCommand):
             env["REDIS_URL"] = settings.REDIS_URL
         for name, command in procfile.processes.items():
             manager.add_process(name, command, env=env)
-        self.stdout.write(self.style.SUCCESS(f"\n  chatsite is starting: open http://{host}:{port}/"))
+        self.stdout.write(
+            self.style.SUCCESS(f"\n  chatsite is starting: open http://{host}:{port}/")
+        )
         self.stdout.write(f"  admin: http://{host}:{port}/admin/  (manage.py createsuperuser)")
-        self.stdout.write(f"  Redis: {settings.REDIS_URL}" + (" (embedded)" * settings.REDIS_URL_IS_EMBEDDED))
+        embedded = " (embedded)" if settings.REDIS_URL_IS_EMBEDDED else ""
+        self.stdout.write(f"  Redis: {settings.REDIS_URL}{embedded}")
         notice = offline_notice()
         if notice:
             self.stdout.write(self.style.WARNING("  " + notice))

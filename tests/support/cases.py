@@ -1,0 +1,67 @@
+"""Base test cases: real Redis (emptied per test) and committed transactions."""
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from channels.testing import WebsocketCommunicator
+from django.test import TransactionTestCase
+
+from chatsite.asgi import application
+from chatsite.redis_clients import get_redis
+
+ORIGIN = b"http://localhost"
+TIMEOUT = 60.0
+
+
+class RedisTransactionTestCase(TransactionTestCase):
+    """Committed data (workers and sockets see it) and an empty Redis for every test."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        get_redis().flushdb()
+
+
+async def open_socket(path: str, *, origin: bytes | None = ORIGIN) -> WebsocketCommunicator:
+    """Connect to the real ASGI application; the caller disconnects."""
+    headers = [(b"origin", origin)] if origin is not None else []
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected, f"socket {path} was refused"
+    return communicator
+
+
+async def receive_until(
+    communicator: WebsocketCommunicator,
+    done: Callable[[dict[str, Any]], bool],
+    *,
+    within: float = TIMEOUT,
+) -> list[dict[str, Any]]:
+    """Collect JSON frames until one satisfies `done` (included); fail after `within` s."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"condition not met within {within}s; got {frames}")
+        try:
+            frame = await communicator.receive_json_from(timeout=left)
+        except TimeoutError:
+            raise AssertionError(f"condition not met within {within}s; got {frames}") from None
+        frames.append(frame)
+        if done(frame):
+            return frames
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float = TIMEOUT, interval: float = 0.05
+) -> Any:
+    """Poll a condition (for state with no event to await, e.g. a row); fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

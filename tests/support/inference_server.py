@@ -1,0 +1,207 @@
+"""A scriptable inference server on 127.0.0.1 speaking the OpenAI and Hugging Face protocols.
+
+Tests queue behaviours with `script(...)`; each request takes the next one, and with none
+queued the server streams "echo: <last user text>". Every request body is recorded.
+"""
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+HF_PATH_PREFIX = "/hf/models/"
+
+
+@dataclass
+class Reply:
+    """Answer with these chunks (SSE deltas for OpenAI, one generated_text for HF)."""
+
+    chunks: list[str]
+    delay: float = 0.0
+    done_marker: bool = True
+
+
+@dataclass
+class Fail:
+    """Answer with an HTTP error status, headers and JSON body."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+@dataclass
+class Stall:
+    """Send these chunks, then go silent for `seconds` (past the client's read timeout)."""
+
+    seconds: float
+    chunks: list[str] = field(default_factory=list)
+
+
+Behaviour = Reply | Fail | Stall
+
+
+class InferenceServer:
+    """A real HTTP server in a thread of the test process."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self._script: deque[Behaviour] = deque()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "InferenceServer":
+        """Listen on a free port of 127.0.0.1 and serve in a background thread."""
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end any stall early, free the port."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "InferenceServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- addresses -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def openai_url(self) -> str:
+        """INFERENCE_URL for the openai provider."""
+        return f"{self.url}/v1"
+
+    @property
+    def hf_url(self) -> str:
+        """INFERENCE_URL for the huggingface provider."""
+        return f"{self.url}{HF_PATH_PREFIX}test-model"
+
+    # --- scripting and inspection ----------------------------------------------------------
+    def script(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours for the next requests, in order."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.bodies)
+
+    def wait_for_requests(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Block until at least `count` requests arrived; return their bodies."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.bodies) >= count, timeout=timeout):
+                raise AssertionError(f"expected {count} inference requests, got {len(self.bodies)}")
+            return list(self.bodies)
+
+    def _take(self, body: dict[str, Any]) -> Behaviour | None:
+        with self._changed:
+            self.bodies.append(body)
+            self._changed.notify_all()
+            return self._script.popleft() if self._script else None
+
+    def _pause(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        users = [m["content"] for m in body["messages"] if m.get("role") == "user"]
+        return users[-1] if users else ""
+    prompt = str(body.get("inputs", ""))
+    users = [line[6:] for line in prompt.splitlines() if line.startswith("User: ")]
+    return users[-1] if users else ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: InferenceServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        body["_authorization"] = self.headers.get("Authorization")
+        behaviour = self.owner._take(body)
+        if behaviour is None:
+            words = f"echo: {_last_user_text(body)}".split(" ")
+            behaviour = Reply([w + " " for w in words[:-1]] + [words[-1]])
+        if self.path == "/v1/chat/completions":
+            self._openai(behaviour)
+        elif self.path.startswith(HF_PATH_PREFIX):
+            self._huggingface(behaviour)
+        else:
+            self._json(404, {"error": "no such route"})
+
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(self, chunk: str) -> None:
+        event = {"choices": [{"index": 0, "delta": {"content": chunk}}]}
+        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.flush()
+
+    def _openai(self, behaviour: Behaviour) -> None:
+        if isinstance(behaviour, Fail):
+            self._json(behaviour.status, behaviour.body or {"error": "fail"}, behaviour.headers)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            self.wfile.write(b": keep-alive comment\n\n")
+            for chunk in behaviour.chunks:
+                self._sse(chunk)
+                if isinstance(behaviour, Reply) and behaviour.delay:
+                    time.sleep(behaviour.delay)
+            if isinstance(behaviour, Stall):
+                self.owner._pause(behaviour.seconds)
+            elif behaviour.done_marker:
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _huggingface(self, behaviour: Behaviour) -> None:
+        if isinstance(behaviour, Fail):
+            self._json(behaviour.status, behaviour.body or {"error": "fail"}, behaviour.headers)
+            return
+        if isinstance(behaviour, Stall):
+            self.owner._pause(behaviour.seconds)
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._json(200, [{"generated_text": "".join(behaviour.chunks)}])
