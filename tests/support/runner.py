@@ -1,4 +1,4 @@
-"""Test runner: a private embedded Redis for the whole run (unless REDIS_URL is set)."""
+"""Test runner: a private Redis and a private test database directory for each run."""
 
 import os
 import shutil
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 from django.test.runner import DiscoverRunner
 from django.test.utils import override_settings
 
@@ -14,15 +15,23 @@ from chatsite.redis_server import EmbeddedRedis
 
 
 class ChatsiteTestRunner(DiscoverRunner):
-    """Start Redis before the tests and stop it after, even when they fail."""
+    """Start Redis (embedded unless REDIS_URL is set) before the tests, stop it after.
+
+    Each run gets its own temp dir for Redis data and the SQLite test database, so
+    runs side by side don't collide, and the dir is removed even when tests fail.
+    """
 
     def setup_test_environment(self, **kwargs: Any) -> None:
         super().setup_test_environment(**kwargs)
         self._redis: EmbeddedRedis | None = None
-        self._redis_dir: str | None = None
+        self._override: override_settings | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="chatsite-test-"))
+        for alias in connections:
+            db = connections[alias].settings_dict
+            if db["ENGINE"].endswith("sqlite3"):
+                db.setdefault("TEST", {})["NAME"] = str(self._dir / f"test-{alias}.sqlite3")
         if settings.REDIS_URL_IS_EMBEDDED:
-            self._redis_dir = tempfile.mkdtemp(prefix="chatsite-test-redis-")
-            self._redis = EmbeddedRedis(data_dir=Path(self._redis_dir)).start()
+            self._redis = EmbeddedRedis(data_dir=self._dir / "redis").start()
             url = self._redis.url
         else:
             url = settings.REDIS_URL
@@ -40,10 +49,10 @@ class ChatsiteTestRunner(DiscoverRunner):
 
     def teardown_test_environment(self, **kwargs: Any) -> None:
         try:
-            self._override.disable()
+            if self._override is not None:
+                self._override.disable()
         finally:
             if self._redis is not None:
                 self._redis.stop()
-            if self._redis_dir is not None:
-                shutil.rmtree(self._redis_dir, ignore_errors=True)
+            shutil.rmtree(self._dir, ignore_errors=True)
             super().teardown_test_environment(**kwargs)
