@@ -1,5 +1,8 @@
 """Base test cases: real Redis (emptied per test) and committed transactions."""
 
+import contextlib
+import functools
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +23,36 @@ class RedisTransactionTestCase(TransactionTestCase):
     def setUp(self) -> None:
         super().setUp()
         get_redis().flushdb()
+
+
+class SocketTestCase(RedisTransactionTestCase):
+    """Async tests whose sockets are all disconnected at the end, even when a test fails."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, method in list(vars(cls).items()):
+            if name.startswith("test") and inspect.iscoroutinefunction(method):
+                setattr(cls, name, _closing_sockets(method))
+
+    async def open_socket(self, path: str, **kwargs: Any) -> WebsocketCommunicator:
+        """Connect like open_socket(); the socket is closed when the test ends."""
+        socket = await open_socket(path, **kwargs)
+        self._sockets.append(socket)
+        return socket
+
+
+def _closing_sockets(method: Callable) -> Callable:
+    @functools.wraps(method)
+    async def wrapper(self: SocketTestCase, *args: Any, **kwargs: Any) -> Any:
+        self._sockets = []
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            for socket in self._sockets:
+                with contextlib.suppress(Exception):
+                    await socket.disconnect(timeout=TIMEOUT)
+
+    return wrapper
 
 
 async def open_socket(path: str, *, origin: bytes | None = ORIGIN) -> WebsocketCommunicator:
