@@ -7,7 +7,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import requests
+import urllib3
 from django.conf import settings
+
+READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,18 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def read_stream_errors(lines: Iterator[bytes]) -> Iterator[bytes]:
-    """Iterate a streamed body, turning a stall or a cut connection into a retryable error."""
+def stream_lines(response: requests.Response) -> Iterator[bytes]:
+    """The body's lines as soon as each arrives; a stall or a cut is a retryable error.
+
+    requests' iter_lines() waits for 512 bytes before it yields, which holds back small
+    server-sent events; read1() returns whatever has arrived.
+    """
+    pending = b""
     try:
-        yield from lines
-    except requests.RequestException as exc:
+        while chunk := response.raw.read1(READ_SIZE):
+            *lines, pending = (pending + chunk).split(b"\n")
+            yield from lines
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise ProviderError("The inference stream broke off.", retryable=True) from exc
+    if pending:
+        yield pending

@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
-from chat.providers.base import PromptMessage, Provider, ProviderError, read_stream_errors
+from chat.providers.base import PromptMessage, Provider, ProviderError, stream_lines
 
 DEFAULT_URL = "https://api.openai.com/v1"
 
@@ -25,7 +25,7 @@ class OpenAIProvider(Provider):
             "max_tokens": settings.INFERENCE_MAX_TOKENS,
         }
         with self.post(url, payload, stream=True) as response:
-            for raw in read_stream_errors(response.iter_lines()):
+            for raw in stream_lines(response):
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue

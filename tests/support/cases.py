@@ -11,6 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import TransactionTestCase
 
 from chatsite.asgi import application
+from chatsite.celery import app
 from chatsite.redis_clients import get_redis
 
 ORIGIN = b"http://localhost"
@@ -18,11 +19,25 @@ TIMEOUT = 60.0
 
 
 class RedisTransactionTestCase(TransactionTestCase):
-    """Committed data (workers and sockets see it) and an empty Redis for every test."""
+    """Committed data (workers and sockets see it) and a clean Redis for every test."""
 
     def setUp(self) -> None:
         super().setUp()
-        get_redis().flushdb()
+        reset_redis()
+
+
+def reset_redis() -> None:
+    """Drop the project's own keys and queued tasks, leaving Celery's bindings in place.
+
+    FLUSHDB would also remove kombu's exchange bindings and control keys under a worker
+    that lives across tests, and its tasks would then be silently dropped.
+    """
+    client = get_redis()
+    for pattern in ("ratelimit:*", "chat:*"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    app.control.purge()
 
 
 class SocketTestCase(RedisTransactionTestCase):

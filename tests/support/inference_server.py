@@ -48,8 +48,13 @@ Behaviour = Reply | Fail | Stall
 class InferenceServer:
     """A real HTTP server in a thread of the test process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, chunked: bool = True) -> None:
+        # chunked: HTTP/1.1 with chunked transfer, as vLLM, Ollama and OpenAI stream;
+        # otherwise HTTP/1.0, the body ending when the connection closes.
+        self.chunked = chunked
         self.bodies: list[dict[str, Any]] = []
+        self.times: list[float] = []  # time.monotonic() of each request's arrival
+        self.default_delay = 0.0  # seconds between chunks of the default echo reply
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -64,6 +69,7 @@ class InferenceServer:
 
         class Handler(_Handler):
             owner = server
+            protocol_version = "HTTP/1.1" if server.chunked else "HTTP/1.0"
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -109,6 +115,14 @@ class InferenceServer:
         with self._lock:
             self._script.extend(behaviours)
 
+    def reset(self) -> None:
+        """Forget recorded requests and queued behaviours (between tests)."""
+        with self._lock:
+            self.bodies.clear()
+            self.times.clear()
+            self._script.clear()
+            self.default_delay = 0.0
+
     def request_count(self) -> int:
         with self._lock:
             return len(self.bodies)
@@ -123,6 +137,7 @@ class InferenceServer:
     def _take(self, body: dict[str, Any]) -> Behaviour | None:
         with self._changed:
             self.bodies.append(body)
+            self.times.append(time.monotonic())
             self._changed.notify_all()
             return self._script.popleft() if self._script else None
 
@@ -152,7 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
         behaviour = self.owner._take(body)
         if behaviour is None:
             words = f"echo: {_last_user_text(body)}".split(" ")
-            behaviour = Reply([w + " " for w in words[:-1]] + [words[-1]])
+            behaviour = Reply(
+                [w + " " for w in words[:-1]] + [words[-1]], delay=self.owner.default_delay
+            )
         if self.path == "/v1/chat/completions":
             self._openai(behaviour)
         elif self.path.startswith(HF_PATH_PREFIX):
@@ -170,10 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _write(self, data: bytes) -> None:
+        if self.owner.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self.wfile.write(data)
+        self.wfile.flush()
+
     def _sse(self, chunk: str) -> None:
         event = {"choices": [{"index": 0, "delta": {"content": chunk}}]}
-        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-        self.wfile.flush()
+        self._write(f"data: {json.dumps(event)}\n\n".encode())
 
     def _openai(self, behaviour: Behaviour) -> None:
         if isinstance(behaviour, Fail):
@@ -181,20 +203,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        if self.owner.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            self.wfile.write(b": keep-alive comment\n\n")
+            self._write(b": keep-alive comment\n\n")
             for chunk in behaviour.chunks:
                 self._sse(chunk)
                 if isinstance(behaviour, Reply) and behaviour.delay:
                     time.sleep(behaviour.delay)
             if isinstance(behaviour, Stall):
                 self.owner._pause(behaviour.seconds)
-            elif behaviour.done_marker:
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
+                self.close_connection = True
+                return
+            if behaviour.done_marker:
+                self._write(b"data: [DONE]\n\n")
+            if self.owner.chunked:
+                self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True
 
     def _huggingface(self, behaviour: Behaviour) -> None:
         if isinstance(behaviour, Fail):
