@@ -18,60 +18,15 @@ from chat.providers import PromptMessage, ProviderError, get_provider
 from chat.selectors import chat_context_messages, chat_reply_next_pending
 from chat.serializers import message_data
 from chat.tokens import token_hash, token_new, token_prefix
+from chat.validation import validate_client_id, validate_name, validate_text
 from chatsite.broadcast import broadcast_sync
 from chatsite.redis_clients import get_redis
 
 logger = logging.getLogger(__name__)
 
-MAX_CLIENT_ID_CHARS = 64
 LOCK_BUSY_RETRY_SECONDS = 1.0
 
 Status = ChatMessage.Status
-
-
-# --- validation shared by every edge -------------------------------------------------------
-
-
-def validate_name(name: Any) -> str:
-    """A display name: a non-blank string of at most CHAT_NAME_MAX_CHARS characters."""
-    if not isinstance(name, str) or not name.strip():
-        raise ChatError("invalid_name", "Give the session a name.", field="name")
-    name = name.strip()
-    if len(name) > settings.CHAT_NAME_MAX_CHARS:
-        raise ChatError(
-            "invalid_name",
-            f"Names are limited to {settings.CHAT_NAME_MAX_CHARS} characters.",
-            field="name",
-        )
-    return name
-
-
-def validate_text(text: Any) -> str:
-    """Message text: a non-blank string of at most CHAT_MAX_MESSAGE_CHARS characters."""
-    if not isinstance(text, str) or not text.strip():
-        raise ChatError("invalid_text", "The message is empty.", field="text")
-    if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise ChatError(
-            "text_too_long",
-            f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS} characters.",
-            field="text",
-        )
-    return text
-
-
-def validate_client_id(client_id: Any) -> str | None:
-    """The client's own id for a message: optional, a short non-blank string."""
-    if client_id is None:
-        return None
-    if not isinstance(client_id, str) or not client_id.strip():
-        raise ChatError("invalid_client_id", "client_id must be a string.", field="client_id")
-    if len(client_id) > MAX_CLIENT_ID_CHARS:
-        raise ChatError(
-            "invalid_client_id",
-            f"client_id is limited to {MAX_CLIENT_ID_CHARS} characters.",
-            field="client_id",
-        )
-    return client_id
 
 
 # --- sessions ------------------------------------------------------------------------------
