@@ -33,8 +33,30 @@ class RedactTests(SimpleTestCase):
         RedactSecretsFilter().filter(record)
         self.assertNotIn(TOKEN, record.getMessage())
 
-    def test_configured_console_handler_carries_the_filter(self) -> None:
-        handlers = logging.getLogger().handlers
-        self.assertTrue(
-            any(isinstance(f, RedactSecretsFilter) for h in handlers for f in h.filters)
+    def test_every_handler_that_request_logs_reach_redacts(self) -> None:
+        for name in ("django.request", "django.server", "chat", "celery"):
+            logger: logging.Logger | None = logging.getLogger(name)
+            handlers: list[logging.Handler] = []
+            while logger is not None:
+                handlers += logger.handlers
+                logger = logger.parent if logger.propagate else None
+            with self.subTest(logger=name):
+                self.assertTrue(handlers)
+                for handler in handlers:
+                    if isinstance(handler, logging.NullHandler):
+                        continue  # writes nothing
+                    self.assertTrue(
+                        any(isinstance(f, RedactSecretsFilter) for f in handler.filters), handler
+                    )
+
+    def test_daphne_access_log_is_redacted(self) -> None:
+        import io
+
+        from chatsite.web import RedactingAccessLogGenerator
+
+        stream = io.StringIO()
+        RedactingAccessLogGenerator(stream)(
+            "websocket", "connecting", {"path": f"/ws/chat/{TOKEN}", "client": ["1.2.3.4", 5]}
         )
+        self.assertIn("/ws/chat/" + TOKEN[:8], stream.getvalue())
+        self.assertNotIn(TOKEN, stream.getvalue())
