@@ -30,7 +30,7 @@ class ChatConsumer(JsonSocketConsumer):
         await self.accept()
         self.session_id: int | None = None
         after = self.query_param("after")
-        if after is not None and not after.isdigit():
+        if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
             await self.close_with(
                 CloseSocket(CLOSE_BAD_REQUEST, "invalid_after", "after must be a message id")
             )

@@ -88,6 +88,7 @@ def chat_message_create(
         if client_id is not None:
             existing = _message_by_client_id(session_id=session_id, client_id=client_id)
             if existing is not None:
+                _reply_requeue_if_pending(message=existing)
                 return existing, False
         try:
             with transaction.atomic():
@@ -100,23 +101,35 @@ def chat_message_create(
             existing = _message_by_client_id(session_id=session_id, client_id=client_id)
             if existing is None:
                 raise
+            _reply_requeue_if_pending(message=existing)
             return existing, False
         reply = ChatMessage.objects.create(
             session_id=session_id, role=ChatMessage.Role.ASSISTANT, status=Status.PENDING,
             reply_to=message,
         )  # fmt: skip
         payload = {"type": "message", "message": message_data(message)}
-        transaction.on_commit(lambda: _reply_enqueue(reply.pk))
         transaction.on_commit(
             lambda: broadcast_sync(
                 session_group_name(session_id), payload, skip_channel=origin_channel
             )
         )
+        transaction.on_commit(lambda: _reply_enqueue(reply.pk))
     return message, True
 
 
 def _message_by_client_id(*, session_id: int, client_id: str | None) -> ChatMessage | None:
     return ChatMessage.objects.filter(session_id=session_id, client_id=client_id).first()
+
+
+def _reply_requeue_if_pending(*, message: ChatMessage) -> None:
+    """A resent message whose reply never started may have lost its task: queue it again.
+
+    (The process could have died between the commit and the queueing.) A second task for
+    the same reply is harmless: replies are claimed under the session lock.
+    """
+    pending = message.replies.filter(status=Status.PENDING).values_list("pk", flat=True).first()
+    if pending is not None:
+        transaction.on_commit(lambda: _reply_enqueue(pending))
 
 
 def _reply_enqueue(reply_id: int) -> None:
@@ -143,8 +156,8 @@ def chat_reply_retry(*, session_id: int, message_id: Any) -> ChatMessage:
             raise ChatError("not_retryable", "Only a failed reply can be retried.")
         message.refresh_from_db()
         payload = {"type": "retrying", "message": message_data(message)}
-        transaction.on_commit(lambda: _reply_enqueue(message.pk))
         transaction.on_commit(lambda: broadcast_sync(session_group_name(session_id), payload))
+        transaction.on_commit(lambda: _reply_enqueue(message.pk))
     return message
 
 
@@ -173,7 +186,15 @@ def chat_reply_generate(*, reply_id: int) -> float | None:
         while (pending := chat_reply_next_pending(session_id=reply.session_id)) is not None:
             if pending.next_attempt_at and pending.next_attempt_at > timezone.now():
                 return (pending.next_attempt_at - timezone.now()).total_seconds()
-            _reply_attempt(reply=pending, lock=lock)
+            try:
+                _reply_attempt(reply=pending, lock=lock)
+            except LockError:
+                raise
+            except Exception:
+                logger.exception("generating reply %s crashed", pending.pk)
+                chat_reply_abandon(
+                    reply_id=pending.pk, reason="The assistant hit an internal error."
+                )
         return None
     except LockError:
         logger.warning("lost the reply lock of session %s", reply.session_id)

@@ -52,8 +52,10 @@ def json_api(methods: Iterable[str]) -> Callable:
                     return response
                 data: dict[str, Any] = {}
                 if request.method in ("POST", "PUT", "PATCH"):
-                    length = int(request.headers.get("Content-Length") or 0)
-                    if length > MAX_JSON_BODY_BYTES:
+                    length = request.headers.get("Content-Length") or "0"
+                    if not length.isdigit():
+                        raise AppError("bad_request", "Content-Length must be a number.")
+                    if int(length) > MAX_JSON_BODY_BYTES:
                         raise AppError("too_large", "The body is too large.", status=413)
                     if request.body.strip():
                         data = parse_json_object(request.body)

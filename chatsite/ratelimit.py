@@ -5,22 +5,21 @@ import time
 from chatsite.errors import AppError
 from chatsite.redis_clients import get_async_redis, get_redis
 
-# INCR and set the window's expiry in one round trip; returns [count, ms left in window].
+# INCR and set the key's expiry in one round trip; windows are aligned to the clock.
 _SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('PTTL', KEYS[1])}
+return n
 """
 
 
-def _key(scope: str, subject: str, window: int) -> str:
-    return f"ratelimit:{scope}:{subject}:{int(time.time()) // window}"
+def _key(scope: str, subject: str, window: int, now: float) -> str:
+    return f"ratelimit:{scope}:{subject}:{int(now) // window}"
 
 
-def _verdict(result: list[int], limit: int) -> None:
-    count, ttl_ms = int(result[0]), int(result[1])
-    if count > limit:
-        retry_after = max(ttl_ms, 0) / 1000
+def _verdict(count: int, limit: int, window: int, now: float) -> None:
+    if int(count) > limit:
+        retry_after = window - (now % window)
         raise AppError(
             "rate_limited",
             f"Too many requests; try again in {max(1, round(retry_after))} s.",
@@ -31,13 +30,14 @@ def _verdict(result: list[int], limit: int) -> None:
 
 def rate_limit_check(*, scope: str, subject: str, limit: int, window: int) -> None:
     """Count one event for subject; raise AppError(rate_limited) past limit per window."""
-    client = get_redis()
-    result = client.eval(_SCRIPT, 1, _key(scope, subject, window), window * 1000)
-    _verdict(result, limit)
+    now = time.time()
+    count = get_redis().eval(_SCRIPT, 1, _key(scope, subject, window, now), window * 1000)
+    _verdict(count, limit, window, now)
 
 
 async def rate_limit_check_async(*, scope: str, subject: str, limit: int, window: int) -> None:
     """Async form of rate_limit_check, for consumers."""
-    client = get_async_redis()
-    result = await client.eval(_SCRIPT, 1, _key(scope, subject, window), window * 1000)
-    _verdict(result, limit)
+    now = time.time()
+    key = _key(scope, subject, window, now)
+    count = await get_async_redis().eval(_SCRIPT, 1, key, window * 1000)
+    _verdict(count, limit, window, now)

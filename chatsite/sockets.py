@@ -93,3 +93,12 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         """Relay a pre-serialised group frame, unless this socket is the one that caused it."""
         if event.get("skip") != self.channel_name:
             await self.send(text_data=event["frame"])
+
+
+class UnknownPathConsumer(JsonSocketConsumer):
+    """Any socket path no app serves: say so and close with 4404."""
+
+    async def connect(self) -> None:
+        """Accept only to explain, then close."""
+        await self.accept()
+        await self.close_with(CloseSocket(4404, "not_found", "No socket endpoint at this path."))

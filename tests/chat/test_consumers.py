@@ -92,6 +92,16 @@ class ConnectTests(ChatSocketTestCase):
         socket = await self.connect("?after=abc")
         await self.assert_refused_with(socket, "invalid_after", 4400)
 
+    async def test_after_with_non_ascii_digits_gets_close_4400(self) -> None:
+        for after in ("%C2%B2", "9" * 40):
+            with self.subTest(after=after):
+                socket = await self.connect(f"?after={after}")
+                await self.assert_refused_with(socket, "invalid_after", 4400)
+
+    async def test_unknown_socket_path_gets_close_4404(self) -> None:
+        socket = await self.open_socket("/ws/nothing-here")
+        await self.assert_refused_with(socket, "not_found", 4404)
+
     async def test_ping_gets_pong(self) -> None:
         socket, _ = await self.connect_with_history()
         await self.assert_still_open(socket)
@@ -127,6 +137,19 @@ class MessageTests(ChatSocketTestCase):
         socket, _ = await self.connect_with_history()
         again = await self.send(socket, {"type": "message", "text": "hi", "client_id": "r1"})
         self.assertEqual(again["message"]["id"], first["message"]["id"])
+        self.assertEqual(await self.message_count(), 2)
+
+    async def test_resent_message_whose_task_was_lost_queues_its_reply_again(self) -> None:
+        from chatsite.celery import app
+        from chatsite.redis_clients import get_redis
+
+        socket, _ = await self.connect_with_history()
+        await self.send(socket, {"type": "message", "text": "hi", "client_id": "lost"})
+        await sync_to_async(app.control.purge)()  # the task never reached the broker
+        queue = app.conf.task_default_queue
+        self.assertEqual(await sync_to_async(get_redis().llen)(queue), 0)
+        await self.send(socket, {"type": "message", "text": "hi", "client_id": "lost"})
+        self.assertEqual(await sync_to_async(get_redis().llen)(queue), 1)
         self.assertEqual(await self.message_count(), 2)
 
     async def test_message_reaches_the_other_tab_but_is_not_echoed_to_the_sender(self) -> None:
@@ -247,6 +270,7 @@ class RateLimitTests(ChatSocketTestCase):
         self.assertEqual(error["code"], "rate_limited")
         self.assertEqual(error["client_id"], "c3")
         self.assertGreater(error["retry_after"], 0)
+        self.assertLessEqual(error["retry_after"], 60)
         self.assertEqual(await self.message_count(), 6)
         await self.assert_still_open(socket)
 
