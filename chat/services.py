@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import math
 import random
 import time
 from datetime import timedelta
@@ -278,8 +279,8 @@ class _DeltaStreamer:
 
 
 def _backoff_seconds(*, attempt: int, exc: ProviderError) -> float:
-    if exc.retry_after is not None:
-        return min(exc.retry_after, settings.INFERENCE_BACKOFF_MAX)
+    if exc.retry_after is not None and math.isfinite(exc.retry_after):
+        return min(max(0.0, exc.retry_after), settings.INFERENCE_BACKOFF_MAX)
     base = settings.INFERENCE_BACKOFF_BASE * 2 ** (attempt - 1)
     return min(base * random.uniform(0.8, 1.2), settings.INFERENCE_BACKOFF_MAX)
 

@@ -20,7 +20,14 @@ def provider_class(name: str) -> type[Provider]:
     """The Provider subclass defined in chat.providers.<name>."""
     if not name.isidentifier() or name == "base":
         raise ValueError(f"INFERENCE_PROVIDER={name!r} is not a provider name")
-    module = importlib.import_module(f"chat.providers.{name}")
+    try:
+        module = importlib.import_module(f"chat.providers.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"chat.providers.{name}":
+            raise  # the provider exists but needs something missing: show that
+        raise ValueError(
+            f"INFERENCE_PROVIDER={name!r}: no module chat/providers/{name}.py"
+        ) from exc
     for _, obj in inspect.getmembers(module, inspect.isclass):
         if issubclass(obj, Provider) and obj is not Provider and obj.__module__ == module.__name__:
             return obj

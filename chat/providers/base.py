@@ -102,7 +102,7 @@ def stream_lines(response: requests.Response) -> Iterator[bytes]:
     """
     pending = b""
     try:
-        while chunk := response.raw.read1(READ_SIZE):
+        while chunk := response.raw.read1(READ_SIZE, decode_content=True):
             *lines, pending = (pending + chunk).split(b"\n")
             yield from lines
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -1,5 +1,6 @@
 """The Hugging Face Inference API, text-generation task."""
 
+import math
 from collections.abc import Iterator, Sequence
 
 from django.conf import settings
@@ -52,6 +53,8 @@ class HuggingFaceProvider(Provider):
                 estimated = float(response.json().get("estimated_time"))
             except (ValueError, TypeError, AttributeError):
                 estimated = None
-            if estimated is not None:
-                return ProviderError("The model is loading.", retryable=True, retry_after=estimated)
+            if estimated is not None and math.isfinite(estimated):
+                return ProviderError(
+                    "The model is loading.", retryable=True, retry_after=max(0.0, estimated)
+                )
         return super().status_error(response)

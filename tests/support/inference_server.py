@@ -6,6 +6,7 @@ queued the server streams "echo: <last user text>". Every request body is record
 
 import contextlib
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -45,6 +46,16 @@ class Stall:
 Behaviour = Reply | Fail | Stall
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that takes a client hanging up as normal, not an error."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class InferenceServer:
     """A real HTTP server in a thread of the test process."""
 
@@ -71,9 +82,10 @@ class InferenceServer:
             owner = server
             protocol_version = "HTTP/1.1" if server.chunked else "HTTP/1.0"
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
