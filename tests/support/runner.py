@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from django.test.runner import DiscoverRunner
 from django.test.utils import override_settings
 
 from chatsite.redis_server import EmbeddedRedis
+from tests.support.worker import stop_all_workers
 
 
 class ChatsiteTestRunner(DiscoverRunner):
@@ -22,6 +24,8 @@ class ChatsiteTestRunner(DiscoverRunner):
     """
 
     def setup_test_environment(self, **kwargs: Any) -> None:
+        # SIGTERM (timeout, CI cancelling) unwinds like Ctrl-C, so teardown still runs.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         super().setup_test_environment(**kwargs)
         self._redis: EmbeddedRedis | None = None
         self._override: override_settings | None = None
@@ -49,6 +53,7 @@ class ChatsiteTestRunner(DiscoverRunner):
 
     def teardown_test_environment(self, **kwargs: Any) -> None:
         try:
+            stop_all_workers()
             if self._override is not None:
                 self._override.disable()
         finally:

@@ -27,6 +27,15 @@ def test_database_url() -> str:
     )
 
 
+_running: set["CeleryWorker"] = set()
+
+
+def stop_all_workers() -> None:
+    """Stop every worker still running (the test runner calls this at teardown)."""
+    for worker in list(_running):
+        worker.stop()
+
+
 class CeleryWorker:
     """Start, await, stop or kill one worker process (with its pool children)."""
 
@@ -59,6 +68,7 @@ class CeleryWorker:
             cwd=settings.BASE_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+        _running.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -85,6 +95,7 @@ class CeleryWorker:
                 self._signal_group(signal.SIGKILL)
                 self._reap(timeout=30)
         finally:
+            _running.discard(self)
             self.log.close()
             Path(self.log.name).unlink(missing_ok=True)
 
