@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from chat.errors import ChatError
 from chat.models import ChatMessage, ChatSession
-from chat.tokens import token_hash
+from chatsite.credentials import credential_hash
 
 MAX_TOKEN_CHARS = 128
 
@@ -15,7 +15,7 @@ def chat_session_get_active(*, token: str) -> ChatSession:
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise ChatError("not_found", "No such session, or it has expired.", status=404)
     session = ChatSession.objects.filter(
-        token_hash=token_hash(token), expires_at__gt=timezone.now()
+        token_hash=credential_hash(token), expires_at__gt=timezone.now()
     ).first()
     if session is None:
         raise ChatError("not_found", "No such session, or it has expired.", status=404)

@@ -18,9 +18,9 @@ from chat.models import ChatMessage, ChatSession, session_group_name
 from chat.providers import PromptMessage, ProviderError, get_provider
 from chat.selectors import chat_context_messages, chat_reply_next_pending
 from chat.serializers import message_data
-from chat.tokens import token_hash, token_new, token_prefix
 from chat.validation import validate_client_id, validate_name, validate_text
 from chatsite.broadcast import broadcast_sync
+from chatsite.credentials import credential_hash, credential_new, credential_prefix
 from chatsite.redis_clients import get_redis
 
 logger = logging.getLogger(__name__)
@@ -36,12 +36,12 @@ Status = ChatMessage.Status
 def chat_session_create(*, name: Any) -> tuple[ChatSession, str]:
     """Create a session; returns it with its token, which is never stored or shown again."""
     name = validate_name(name)
-    token = token_new()
+    token = credential_new()
     now = timezone.now()
     session = ChatSession.objects.create(
         name=name,
-        token_hash=token_hash(token),
-        token_prefix=token_prefix(token),
+        token_hash=credential_hash(token),
+        token_prefix=credential_prefix(token),
         created_at=now,
         last_activity_at=now,
         expires_at=now + timedelta(seconds=settings.CHAT_SESSION_TTL),
