@@ -5,11 +5,14 @@ import time
 from chatsite.errors import AppError
 from chatsite.redis_clients import get_async_redis, get_redis
 
-# INCR and set the key's expiry in one round trip; windows are aligned to the clock.
+# Count `cost` events unless that would pass the limit, in one round trip; a refused
+# request is not counted. Windows are aligned to the clock. Returns 1 (allowed) or 0.
 _SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cost = tonumber(ARGV[2])
+if count + cost > tonumber(ARGV[3]) then return 0 end
+if redis.call('INCRBY', KEYS[1], cost) == cost then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
 """
 
 
@@ -17,8 +20,8 @@ def _key(scope: str, subject: str, window: int, now: float) -> str:
     return f"ratelimit:{scope}:{subject}:{int(now) // window}"
 
 
-def _verdict(count: int, limit: int, window: int, now: float) -> None:
-    if int(count) > limit:
+def _verdict(allowed: int, window: int, now: float) -> None:
+    if not int(allowed):
         retry_after = window - (now % window)
         raise AppError(
             "rate_limited",
@@ -28,16 +31,19 @@ def _verdict(count: int, limit: int, window: int, now: float) -> None:
         )
 
 
-def rate_limit_check(*, scope: str, subject: str, limit: int, window: int) -> None:
-    """Count one event for subject; raise AppError(rate_limited) past limit per window."""
+def rate_limit_check(*, scope: str, subject: str, limit: int, window: int, cost: int = 1) -> None:
+    """Count `cost` events for subject; raise AppError(rate_limited) past limit per window."""
     now = time.time()
-    count = get_redis().eval(_SCRIPT, 1, _key(scope, subject, window, now), window * 1000)
-    _verdict(count, limit, window, now)
+    key = _key(scope, subject, window, now)
+    allowed = get_redis().eval(_SCRIPT, 1, key, window * 1000, cost, limit)
+    _verdict(allowed, window, now)
 
 
-async def rate_limit_check_async(*, scope: str, subject: str, limit: int, window: int) -> None:
+async def rate_limit_check_async(
+    *, scope: str, subject: str, limit: int, window: int, cost: int = 1
+) -> None:
     """Async form of rate_limit_check, for consumers."""
     now = time.time()
     key = _key(scope, subject, window, now)
-    count = await get_async_redis().eval(_SCRIPT, 1, key, window * 1000)
-    _verdict(count, limit, window, now)
+    allowed = await get_async_redis().eval(_SCRIPT, 1, key, window * 1000, cost, limit)
+    _verdict(allowed, window, now)

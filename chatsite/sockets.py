@@ -48,30 +48,37 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         """Send an error frame in the one error shape."""
         await self.send_json({**error_event(err), **extra})
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Validate one frame at the edge and hand it to its handler."""
+    def parse_frame(self, text_data: str | None) -> Any:
+        """The frame's JSON value, after the edge checks (binary, size, strict JSON)."""
+        if text_data is None:
+            raise AppError("binary_not_supported", "Send JSON text frames, not binary.")
+        if len(text_data) > self.max_frame_bytes or (
+            len(text_data.encode()) > self.max_frame_bytes
+        ):
+            raise AppError(
+                "frame_too_large", f"Frames are limited to {self.max_frame_bytes} bytes."
+            )
         try:
-            if text_data is None:
-                raise AppError("binary_not_supported", "Send JSON text frames, not binary.")
-            if len(text_data) > self.max_frame_bytes or (
-                len(text_data.encode()) > self.max_frame_bytes
-            ):
-                raise AppError(
-                    "frame_too_large", f"Frames are limited to {self.max_frame_bytes} bytes."
-                )
-            try:
-                frame = json.loads(text_data, parse_constant=reject_constant)
-            except ValueError as exc:
-                raise AppError("invalid_json", "The frame is not valid JSON.") from exc
-            if not isinstance(frame, dict):
-                raise AppError("invalid_message", "A frame must be a JSON object.")
-            kind = frame.get("type")
-            if not isinstance(kind, str) or not kind:
-                raise AppError("invalid_message", 'A frame needs a "type".', field="type")
-            handler = self.handlers().get(kind)
-            if handler is None:
-                raise AppError("unknown_type", f"Unknown frame type {kind[:40]!r}.", field="type")
-            await handler(frame)
+            return json.loads(text_data, parse_constant=reject_constant)
+        except ValueError as exc:
+            raise AppError("invalid_json", "The frame is not valid JSON.") from exc
+
+    async def dispatch_frame(self, frame: Any) -> None:
+        """Hand a typed JSON object to the handler of its "type"."""
+        if not isinstance(frame, dict):
+            raise AppError("invalid_message", "A frame must be a JSON object.")
+        kind = frame.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise AppError("invalid_message", 'A frame needs a "type".', field="type")
+        handler = self.handlers().get(kind)
+        if handler is None:
+            raise AppError("unknown_type", f"Unknown frame type {kind[:40]!r}.", field="type")
+        await handler(frame)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Validate one frame at the edge and dispatch it; errors answer on the socket."""
+        try:
+            await self.dispatch_frame(self.parse_frame(text_data))
         except AppError as err:
             await self.send_error(err)
         except CloseSocket as close:
@@ -93,6 +100,11 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         """Relay a pre-serialised group frame, unless this socket is the one that caused it."""
         if event.get("skip") != self.channel_name:
             await self.send(text_data=event["frame"])
+
+    async def socket_frames(self, event: dict[str, Any]) -> None:
+        """Relay several pre-serialised frames sent as one group event."""
+        for frame in event["frames"]:
+            await self.send(text_data=frame)
 
 
 class UnknownPathConsumer(JsonSocketConsumer):
