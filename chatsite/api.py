@@ -20,18 +20,21 @@ def reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse a JSON object or raise AppError(invalid_json)."""
+def parse_json_body(raw: bytes | str, *, allow_list: bool = False) -> Any:
+    """Parse a JSON object (or, where allowed, a list) or raise AppError(invalid_json)."""
     try:
         data = json.loads(raw, parse_constant=reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AppError("invalid_json", "The body is not valid JSON.") from exc
-    if not isinstance(data, dict):
-        raise AppError("invalid_json", "The body must be a JSON object.")
+    if not (isinstance(data, dict) or (allow_list and isinstance(data, list))):
+        kinds = "a JSON object or list" if allow_list else "a JSON object"
+        raise AppError("invalid_json", f"The body must be {kinds}.")
     return data
 
 
-def json_api(methods: Iterable[str]) -> Callable:
+def json_api(
+    methods: Iterable[str], *, max_bytes: int = MAX_JSON_BODY_BYTES, allow_list: bool = False
+) -> Callable:
     """Decorate a view taking (request, data, **kwargs): JSON in, JSON out, AppError mapped."""
     allowed = tuple(methods)
 
@@ -50,15 +53,15 @@ def json_api(methods: Iterable[str]) -> Callable:
                     )
                     response["Allow"] = ", ".join(allowed)
                     return response
-                data: dict[str, Any] = {}
+                data: Any = {}
                 if request.method in ("POST", "PUT", "PATCH"):
                     length = request.headers.get("Content-Length") or "0"
                     if not length.isdigit():
                         raise AppError("bad_request", "Content-Length must be a number.")
-                    if int(length) > MAX_JSON_BODY_BYTES:
+                    if int(length) > max_bytes:
                         raise AppError("too_large", "The body is too large.", status=413)
                     if request.body.strip():
-                        data = parse_json_object(request.body)
+                        data = parse_json_body(request.body, allow_list=allow_list)
                 return view(request, data, *args, **kwargs)
             except AppError as err:
                 return error_response(err)

@@ -177,6 +177,32 @@ INFERENCE_SYSTEM_PROMPT = env.str(
 )
 OFFLINE_CHUNK_DELAY = env.float("OFFLINE_CHUNK_DELAY", default=0.03)
 
+# --- Sensors.
+SENSOR_STREAM_MAXLEN = env.int("SENSOR_STREAM_MAXLEN", default=100_000)  # approximate trim
+SENSOR_MAX_BATCH = env.int("SENSOR_MAX_BATCH", default=500)  # readings per frame/request
+SENSOR_MAX_METRICS = 32
+SENSOR_MAX_FRAME_BYTES = env.int("SENSOR_MAX_FRAME_BYTES", default=512 * 1024)
+SENSOR_MAX_FUTURE_SKEW = env.float("SENSOR_MAX_FUTURE_SKEW", default=10.0)  # seconds
+SENSOR_RATE_LIMIT = env.int("SENSOR_RATE_LIMIT", default=1000)  # readings per window per sensor
+SENSOR_RATE_WINDOW = env.int("SENSOR_RATE_WINDOW", default=10)  # seconds
+SENSOR_OFFLINE_AFTER = env.int("SENSOR_OFFLINE_AFTER", default=60)  # seconds without readings
+SENSOR_HISTORY_COUNT = env.int("SENSOR_HISTORY_COUNT", default=100)  # readings sent on connect
+SENSOR_REPLAY_MAX = env.int(
+    "SENSOR_REPLAY_MAX", default=10_000
+)  # most readings one ?after= replays
+SENSOR_WATCH_REQUIRES_LOGIN = env.bool("SENSOR_WATCH_REQUIRES_LOGIN", default=False)
+SENSOR_RETENTION_DAYS = env.int("SENSOR_RETENTION_DAYS", default=30)
+SENSOR_RECLAIM_IDLE = env.float("SENSOR_RECLAIM_IDLE", default=30.0)  # seconds before reclaim
+SENSOR_MAX_DELIVERIES = env.int("SENSOR_MAX_DELIVERIES", default=5)  # then dead-letter
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatsite@localhost")
+ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
+
 # --- Logging: secrets (tokens, keys) are never logged.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {

@@ -8,6 +8,7 @@ from chatsite.api import api_not_found
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("chat.urls")),
+    path("", include("sensors.urls")),
     re_path(r"^api/", api_not_found),
 ]
 

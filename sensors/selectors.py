@@ -1,0 +1,131 @@
+"""Reads of the sensors app: authentication, the live stream, and the stored history."""
+
+import json
+from typing import Any
+
+from django.db.models import Avg, Count, F, Max, Min
+
+from chatsite.credentials import credential_matches
+from chatsite.redis_clients import get_async_redis, get_redis
+from sensors.errors import SensorError
+from sensors.models import Reading, Sensor, stream_key
+from sensors.services import LAST_SEEN_KEY, ONLINE_KEY
+
+UNAUTHORIZED = "Unknown or inactive sensor, or wrong key."
+
+
+def sensor_authenticate(*, slug: str, key: str | None) -> Sensor:
+    """The active sensor whose key this is; one answer for every failure (no hints)."""
+    sensor = Sensor.objects.filter(slug=slug, active=True).first() if key else None
+    if sensor is None or not credential_matches(key or "", sensor.key_hash):
+        raise SensorError("unauthorized", UNAUTHORIZED, status=401)
+    return sensor
+
+
+def sensor_get(*, slug: str) -> Sensor:
+    """A sensor by slug, or SensorError(not_found)."""
+    sensor = Sensor.objects.filter(slug=slug).first()
+    if sensor is None:
+        raise SensorError("not_found", "No such sensor.", status=404)
+    return sensor
+
+
+def entry_data(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A stream entry as a reading: {"id", "ts", "values"}."""
+    return {
+        "id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        "ts": int(fields[b"ts"]),
+        "values": json.loads(fields[b"v"]),
+    }
+
+
+async def readings_latest_async(*, slug: str, count: int) -> list[dict[str, Any]]:
+    """The newest `count` readings in the stream, oldest first."""
+    entries = await get_async_redis().xrevrange(stream_key(slug), count=count)
+    return [entry_data(i, f) for i, f in reversed(entries)]
+
+
+async def readings_after_async(*, slug: str, after: str, limit: int) -> list[dict[str, Any]]:
+    """Readings after a stream id (exclusive), oldest first, at most `limit`."""
+    entries = await get_async_redis().xrange(stream_key(slug), min=f"({after}", count=limit)
+    return [entry_data(i, f) for i, f in entries]
+
+
+def sensor_state(*, slugs: list[str]) -> dict[str, dict[str, Any]]:
+    """Per sensor: online, last seen (Unix ms) and latest reading, in one round trip."""
+    pipe = get_redis().pipeline(transaction=False)
+    for slug in slugs:
+        pipe.sismember(ONLINE_KEY, slug)
+        pipe.hget(LAST_SEEN_KEY, slug)
+        pipe.xrevrange(stream_key(slug), count=1)
+    results = pipe.execute()
+    state = {}
+    for index, slug in enumerate(slugs):
+        online, last_seen, latest = results[index * 3 : index * 3 + 3]
+        state[slug] = {
+            "online": bool(online),
+            "last_seen": int(last_seen) if last_seen is not None else None,
+            "latest": entry_data(*latest[0]) if latest else None,
+        }
+    return state
+
+
+def sensors_list() -> list[dict[str, Any]]:
+    """Every active sensor with its units, latest values, last seen and online state."""
+    sensors = list(Sensor.objects.filter(active=True))
+    state = sensor_state(slugs=[s.slug for s in sensors])
+    return [{**_sensor_data(s), **state[s.slug]} for s in sensors]
+
+
+def _sensor_data(sensor: Sensor) -> dict[str, Any]:
+    return {"sensor": sensor.slug, "name": sensor.name, "description": sensor.description,
+            "units": sensor.units}  # fmt: skip
+
+
+def readings_history(
+    *, sensor: Sensor, since_ms: int | None, until_ms: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Stored readings in [since, until], the newest `limit` of them, newest last."""
+    rows = Reading.objects.filter(sensor=sensor)
+    if since_ms is not None:
+        rows = rows.filter(ts_ms__gte=since_ms)
+    if until_ms is not None:
+        rows = rows.filter(ts_ms__lte=until_ms)
+    picked = list(
+        rows.values("stream_id", "ts_ms").distinct().order_by("-ts_ms", "-stream_id")[:limit]
+    )
+    ids = [p["stream_id"] for p in picked]
+    readings: dict[str, dict[str, Any]] = {
+        p["stream_id"]: {"id": p["stream_id"], "ts": p["ts_ms"], "values": {}} for p in picked
+    }
+    for stream_id, metric, value in rows.filter(stream_id__in=ids).values_list(
+        "stream_id", "metric", "value"
+    ):
+        readings[stream_id]["values"][metric] = value
+    return [readings[i] for i in reversed(ids)]
+
+
+def readings_buckets(
+    *, sensor: Sensor, since_ms: int | None, until_ms: int | None, bucket_seconds: int
+) -> list[dict[str, Any]]:
+    """Per time bucket and metric: min, avg, max and count, computed in the database."""
+    bucket_ms = bucket_seconds * 1000
+    rows = Reading.objects.filter(sensor=sensor)
+    if since_ms is not None:
+        rows = rows.filter(ts_ms__gte=since_ms)
+    if until_ms is not None:
+        rows = rows.filter(ts_ms__lte=until_ms)
+    grouped = (
+        rows.annotate(bucket=F("ts_ms") / bucket_ms)
+        .values("bucket", "metric")
+        .annotate(min=Min("value"), avg=Avg("value"), max=Max("value"), count=Count("id"))
+        .order_by("bucket", "metric")
+    )
+    buckets: dict[int, dict[str, Any]] = {}
+    for row in grouped:
+        start = int(row["bucket"]) * bucket_ms
+        bucket = buckets.setdefault(start, {"ts": start, "metrics": {}})
+        bucket["metrics"][row["metric"]] = {
+            "min": row["min"], "avg": row["avg"], "max": row["max"], "count": row["count"],
+        }  # fmt: skip
+    return list(buckets.values())
