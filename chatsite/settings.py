@@ -178,6 +178,7 @@ INFERENCE_SYSTEM_PROMPT = env.str(
 OFFLINE_CHUNK_DELAY = env.float("OFFLINE_CHUNK_DELAY", default=0.03)
 
 # --- Sensors.
+DEMO_SENSORS = env.bool("DEMO_SENSORS", default=True)  # `manage.py serve` runs the simulator
 SENSOR_STREAM_MAXLEN = env.int("SENSOR_STREAM_MAXLEN", default=100_000)  # approximate trim
 SENSOR_MAX_BATCH = env.int("SENSOR_MAX_BATCH", default=500)  # readings per frame/request
 SENSOR_MAX_METRICS = 32

@@ -42,6 +42,8 @@ class Command(BaseCommand):
             manager.add_process("redis", shlex.join(command), env=env)
             env["REDIS_URL"] = settings.REDIS_URL
         for name, command in procfile.processes.items():
+            if name == "simulator" and not settings.DEMO_SENSORS:
+                continue
             manager.add_process(name, command, env=env)
         self.stdout.write(
             self.style.SUCCESS(f"\n  chatsite is starting: open http://{host}:{port}/")
