@@ -49,7 +49,8 @@ def sensor_key_rotate(*, sensor: Sensor) -> str:
     sensor.key_hash = credential_hash(key)
     sensor.key_prefix = credential_prefix(key)
     sensor.save(update_fields=["key_hash", "key_prefix"])
-    transaction.on_commit(lambda: _publishers_close(sensor.slug))
+    # robust: Redis being away must not cost the operator the one sight of the new key.
+    transaction.on_commit(lambda: _publishers_close(sensor.slug), robust=True)
     return key
 
 
@@ -57,7 +58,7 @@ def sensor_deactivate(*, sensor: Sensor) -> None:
     """Stop accepting the sensor's readings; connected publishers are closed."""
     sensor.active = False
     sensor.save(update_fields=["active"])
-    transaction.on_commit(lambda: _publishers_close(sensor.slug))
+    transaction.on_commit(lambda: _publishers_close(sensor.slug), robust=True)
 
 
 def _publishers_close(slug: str) -> None:
