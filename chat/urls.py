@@ -5,6 +5,7 @@ from django.urls import path
 from chat import views
 
 urlpatterns = [
+    path("", views.chat_page, name="chat-page"),
     path("api/chat/sessions", views.session_create, name="chat-session-create"),
     path("api/chat/sessions/<str:token>", views.session_detail, name="chat-session-detail"),
     path(

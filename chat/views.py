@@ -3,8 +3,12 @@
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_safe
 
+from chat.providers import offline_notice
 from chat.selectors import chat_messages_list, chat_session_get_active
 from chat.serializers import session_data
 from chat.services import chat_session_create, chat_session_refresh
@@ -37,3 +41,32 @@ def session_refresh(request: HttpRequest, data: dict[str, Any], token: str) -> J
     session = chat_session_refresh(session=chat_session_get_active(token=token))
     messages = chat_messages_list(session_id=session.pk)
     return JsonResponse(session_data(session, messages, token=token))
+
+
+# The page may load only its own scripts and styles and talk only to its own origin, so
+# even text that slipped past the sanitiser could not run script or fetch anything.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def page_config() -> dict[str, Any]:
+    """The settings the chat page needs, handed to its script as JSON."""
+    return {
+        "sessionsUrl": reverse("chat-session-create"),
+        "socketPath": "/ws/chat/",
+        "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "maxNameChars": settings.CHAT_NAME_MAX_CHARS,
+        "sessionTtlSeconds": settings.CHAT_SESSION_TTL,
+        "offlineNotice": offline_notice(),
+    }
+
+
+@require_safe
+def chat_page(request: HttpRequest) -> HttpResponse:
+    """GET /: the chat page (all behaviour is in static/chat/app.js)."""
+    response = render(request, "chat/index.html", {"config": page_config()})
+    response["Content-Security-Policy"] = PAGE_CSP
+    return response

@@ -1,0 +1,830 @@
+/* The chat page: a session started over HTTP, then one WebSocket per page (docs: chat/consumers.py).
+ *
+ * Every server event is applied idempotently by message id, so history replayed after a
+ * reconnect, or an event seen twice, never shows anything twice. Message text only ever
+ * reaches the page as text (the person's) or as Markdown rendered by marked with raw HTML
+ * escaped and then sanitised by DOMPurify (the assistant's).
+ */
+(function () {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("chat-config").textContent);
+
+  const STORAGE_TOKEN = "chatsite.chat.token";
+  const STORAGE_NAME = "chatsite.chat.name";
+  const RECONNECT_BASE_MS = 500;
+  const RECONNECT_MAX_MS = 15000;
+  const OFFLINE_AFTER_ATTEMPTS = 4;
+  const PING_EVERY_MS = 25000;
+  const PONG_TIMEOUT_MS = 10000;
+  const TOAST_MS = 6000;
+  const COUNTER_FROM = 0.8; // show the counter from 80% of the limit
+  const COUNTER_WARN = 0.95;
+  const COMPOSER_MAX_PX = 200;
+  const COMPOSER_MAX_SHARE = 0.3; // of the window's height, for small screens
+  const LOCAL_SORT_BASE = 1e15; // unsent messages sort after every stored one
+  const CLOSE_SESSION_GONE = 4401;
+  // Sessions expire after CHAT_SESSION_TTL of inactivity; a person using the page keeps
+  // theirs alive (at most one refresh per quarter of that time).
+  const REFRESH_EVERY_MS = Math.max(30000, (config.sessionTtlSeconds * 1000) / 4);
+  const UNSETTLED = new Set(["pending", "streaming", "failed"]);
+
+  const byId = (id) => document.getElementById(id);
+  const ui = {
+    app: byId("app"),
+    sessionName: byId("session-name"),
+    conn: byId("conn-status"),
+    connLabel: byId("conn-label"),
+    newChat: byId("new-chat"),
+    main: byId("main"),
+    startView: byId("start-view"),
+    startForm: byId("start-form"),
+    startName: byId("start-name"),
+    startError: byId("start-error"),
+    startButton: byId("start-button"),
+    chatView: byId("chat-view"),
+    empty: byId("chat-empty"),
+    list: byId("messages"),
+    expired: byId("expired"),
+    expiredNew: byId("expired-new"),
+    composer: byId("composer"),
+    input: byId("composer-input"),
+    send: byId("send-button"),
+    counter: byId("composer-counter"),
+    toasts: byId("toasts"),
+    template: byId("message-template"),
+  };
+
+  const state = {
+    token: null,
+    name: "",
+    socket: null,
+    ready: false, // the socket is open and its history has arrived
+    gone: false, // the session is unknown or expired
+    attempts: 0,
+    reconnectTimer: null,
+    heartbeatTimer: null,
+    lastFrameAt: 0,
+    lastRefreshAt: 0,
+    holdUntil: 0, // test hook: no reconnect before this time
+    entries: new Map(), // key ("m:<id>", "c:<client_id>", "r:<user id>") -> entry
+    outbox: new Map(), // client_id -> {text, entry, sent, heldUntil}
+    localSeq: 0,
+    socketUrls: [],
+  };
+
+  // --- text helpers (offsets from the server count code points, like Python) ------------
+
+  function codePoints(text) {
+    return Array.from(text).length;
+  }
+
+  function plural(count, word) {
+    return `${count} ${word}${count === 1 ? "" : "s"}`;
+  }
+
+  function newClientId() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function formatTime(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return "";
+    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const today = new Date().toDateString() === date.toDateString();
+    return today ? time : `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
+  }
+
+  // --- Markdown: marked with raw HTML shown as text, then DOMPurify --------------------
+
+  const markdown = new window.marked.Marked({
+    gfm: true,
+    breaks: true,
+    renderer: {
+      // Raw HTML in a reply is shown as the text it is (escaped by marked's own renderer).
+      html(token) {
+        const text = { type: "text", raw: token.raw, text: token.text, escaped: false };
+        return token.block ? this.paragraph({ tokens: [text] }) : this.text(text);
+      },
+      // Images would load from anywhere: show them as links instead.
+      image(token) {
+        const label = token.text || token.href;
+        const tokens = [{ type: "text", raw: label, text: label, escaped: false }];
+        return this.link({ href: token.href, title: token.title, tokens });
+      },
+    },
+  });
+
+  const PURIFY_OPTIONS = {
+    RETURN_DOM_FRAGMENT: true,
+    FORBID_TAGS: ["style", "img", "form", "input", "button", "textarea", "select", "iframe"],
+    FORBID_ATTR: ["style"],
+  };
+
+  window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer nofollow");
+    }
+  });
+
+  function renderMarkdown(target, text) {
+    const fragment = window.DOMPurify.sanitize(markdown.parse(text), PURIFY_OPTIONS);
+    target.replaceChildren(fragment);
+  }
+
+  // --- views and status --------------------------------------------------------------------
+
+  function showView(view) {
+    ui.app.dataset.view = view;
+    ui.startView.hidden = view !== "start";
+    ui.chatView.hidden = view !== "chat";
+    ui.composer.hidden = view !== "chat" || state.gone;
+    ui.expired.hidden = !(view === "chat" && state.gone);
+    ui.newChat.hidden = view !== "chat";
+    ui.sessionName.textContent = view === "chat" ? state.name : "Welcome";
+    ui.sessionName.title = view === "chat" ? state.name : "";
+  }
+
+  const CONNECTION_LABELS = {
+    idle: "Not connected",
+    connecting: "Connecting…",
+    connected: "Connected",
+    reconnecting: "Reconnecting…",
+    offline: "Offline",
+    ended: "Session ended",
+  };
+
+  function setConnection(kind) {
+    if (ui.conn.dataset.state === kind) return;
+    ui.conn.dataset.state = kind;
+    ui.connLabel.textContent = CONNECTION_LABELS[kind];
+  }
+
+  function toast(text, { kind = "info", ms = TOAST_MS } = {}) {
+    const item = document.createElement("p");
+    item.className = `toast toast--${kind}`;
+    item.textContent = text;
+    ui.toasts.append(item);
+    setTimeout(() => item.remove(), ms);
+  }
+
+  function showExpired() {
+    state.gone = true;
+    state.ready = false;
+    stopSocket();
+    setConnection("ended");
+    showView("chat");
+    updateEmpty();
+    updateComposer();
+    ui.expiredNew.focus();
+  }
+
+  // --- message entries ---------------------------------------------------------------------
+
+  function createEntry(key, role, sort, data) {
+    const el = ui.template.content.firstElementChild.cloneNode(true);
+    el.classList.add(`msg--${role}`);
+    el.dataset.role = role;
+    el.querySelector(".msg__who").textContent = role === "user" ? "You said:" : "The assistant said:";
+    el.querySelector(".msg__retry").addEventListener("click", () => retryReply(entry));
+    const text = data.text || "";
+    const entry = { key, role, sort, el, data, text, chars: codePoints(text), retrying: false };
+    if (data.id !== undefined) el.dataset.id = String(data.id);
+    state.entries.set(key, entry);
+    placeEntry(entry);
+    return entry;
+  }
+
+  function rekeyEntry(entry, key, sort) {
+    state.entries.delete(entry.key);
+    entry.key = key;
+    entry.sort = sort;
+    state.entries.set(key, entry);
+    placeEntry(entry);
+  }
+
+  function placeEntry(entry) {
+    entry.el.dataset.sort = String(entry.sort);
+    let before = null;
+    for (let node = ui.list.lastElementChild; node; node = node.previousElementSibling) {
+      if (node === entry.el) continue;
+      if (Number(node.dataset.sort) > entry.sort) before = node;
+      else break;
+    }
+    if (entry.el.parentNode !== ui.list || entry.el.nextElementSibling !== before) {
+      ui.list.insertBefore(entry.el, before);
+    }
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    ui.empty.hidden = state.entries.size > 0 || state.gone;
+  }
+
+  function storedEntry(id) {
+    return state.entries.get(`m:${id}`);
+  }
+
+  /** The entry of a stored message: existing, adopted from a local stand-in, or new. */
+  function entryFor(message) {
+    const existing = storedEntry(message.id);
+    if (existing) return existing;
+    const standIn =
+      message.role === "user"
+        ? message.client_id && state.outbox.get(message.client_id)?.entry
+        : message.reply_to && state.entries.get(`r:${message.reply_to}`);
+    if (message.role === "user" && message.client_id) state.outbox.delete(message.client_id);
+    if (!standIn) return createEntry(`m:${message.id}`, message.role, message.id, { ...message });
+    rekeyEntry(standIn, `m:${message.id}`, message.id);
+    standIn.data.id = message.id;
+    standIn.el.dataset.id = String(message.id);
+    return standIn;
+  }
+
+  /** Apply a whole stored message (history, ack, message, reply, retrying): it replaces ours. */
+  function applyMessage(message) {
+    const entry = entryFor(message);
+    entry.data = { ...entry.data, ...message };
+    entry.el.dataset.id = String(message.id);
+    entry.text = message.text;
+    entry.chars = codePoints(message.text);
+    if (message.status !== "failed") entry.error = null;
+    entry.retrying = false;
+    renderEntry(entry);
+    return entry;
+  }
+
+  /** A typing stand-in for the reply to a user message, until the reply itself shows up. */
+  function expectReply(userId) {
+    for (const entry of state.entries.values()) {
+      if (entry.role === "assistant" && entry.data.reply_to === userId) return;
+    }
+    const entry = createEntry(`r:${userId}`, "assistant", userId + 0.5, {
+      status: "pending",
+      text: "",
+      reply_to: userId,
+      created_at: new Date().toISOString(),
+    });
+    renderEntry(entry);
+  }
+
+  function assistantEntry(messageId, replyTo) {
+    return entryFor({ id: messageId, role: "assistant", reply_to: replyTo, text: "", status: "pending" });
+  }
+
+  function renderEntry(entry) {
+    const { el, data } = entry;
+    const busy = entry.role === "assistant" && (data.status === "pending" || data.status === "streaming");
+    el.dataset.status = data.status;
+    el.setAttribute("aria-busy", busy ? "true" : "false");
+    const body = el.querySelector(".msg__body");
+    if (entry.role === "user") body.textContent = entry.text;
+    else if (entry.text) renderMarkdown(body, entry.text);
+    else body.replaceChildren();
+    el.querySelector(".msg__typing").hidden = !busy;
+    renderTime(el, data.created_at);
+    el.querySelector(".msg__state").textContent = stateLabel(entry);
+    renderError(entry);
+  }
+
+  function renderTime(el, iso) {
+    const time = el.querySelector(".msg__time");
+    if (!iso || time.dateTime === iso) return;
+    time.dateTime = iso;
+    time.textContent = formatTime(iso);
+    time.title = new Date(iso).toLocaleString();
+  }
+
+  function stateLabel(entry) {
+    const item = entry.data.client_id && state.outbox.get(entry.data.client_id);
+    if (entry.role === "user" && item && item.entry === entry) {
+      if (item.heldUntil > Date.now()) return "Waiting to send…";
+      return item.sent ? "Sending…" : "Waiting for the connection…";
+    }
+    if (entry.role === "assistant" && entry.retrying) return "Retrying…";
+    return "";
+  }
+
+  function renderError(entry) {
+    const box = entry.el.querySelector(".msg__error");
+    const failed = entry.role === "assistant" && entry.data.status === "failed";
+    box.hidden = !failed;
+    if (!failed) return;
+    box.querySelector(".msg__error-text").textContent =
+      entry.error || "The assistant could not answer this message.";
+    const button = box.querySelector(".msg__retry");
+    button.disabled = entry.retrying;
+    button.setAttribute("aria-label", "Retry this reply");
+  }
+
+  function clearMessages() {
+    state.entries.clear();
+    state.outbox.clear();
+    ui.list.replaceChildren();
+    updateEmpty();
+  }
+
+  // --- scrolling ----------------------------------------------------------------------------
+
+  function nearBottom() {
+    const main = ui.main;
+    return main.scrollHeight - main.scrollTop - main.clientHeight < 120;
+  }
+
+  function withScroll(update) {
+    const stick = nearBottom();
+    update();
+    if (stick) ui.main.scrollTop = ui.main.scrollHeight;
+  }
+
+  // --- server events -----------------------------------------------------------------------
+
+  const handlers = {
+    history(frame) {
+      frame.messages.forEach(applyMessage);
+      state.ready = true;
+      state.attempts = 0;
+      setConnection("connected");
+      flushOutbox();
+    },
+    ack(frame) {
+      const wasMine = state.outbox.has(frame.client_id);
+      const entry = applyMessage(frame.message);
+      if (wasMine) expectReply(entry.data.id);
+    },
+    message(frame) {
+      applyMessage(frame.message);
+      if (frame.message.role === "user") expectReply(frame.message.id);
+    },
+    delta: applyDelta,
+    reply(frame) {
+      applyMessage(frame.message);
+    },
+    retrying(frame) {
+      applyMessage(frame.message);
+    },
+    error: applyError,
+    pong() {},
+  };
+
+  function applyDelta(frame) {
+    const entry = assistantEntry(frame.message_id, frame.reply_to);
+    if (entry.data.status === "done") return;
+    const { offset, text } = frame;
+    if (offset === 0) {
+      entry.text = text; // a (re)start
+      entry.chars = codePoints(text);
+    } else if (offset === entry.chars) {
+      entry.text += text;
+      entry.chars += codePoints(text);
+    } else {
+      return; // seen already, or a part went missing: the reply frame brings the whole text
+    }
+    entry.data.status = "streaming";
+    entry.error = null;
+    renderEntry(entry);
+  }
+
+  function applyError(frame) {
+    if (frame.code === "inference_failed") {
+      const entry = assistantEntry(frame.message_id, frame.reply_to);
+      entry.data.status = "failed";
+      entry.text = "";
+      entry.chars = 0;
+      entry.error = frame.message;
+      entry.retrying = false;
+      renderEntry(entry);
+      return;
+    }
+    if (frame.code === "session_expired" || frame.code === "session_not_found") {
+      state.gone = true;
+      return;
+    }
+    if (frame.code === "rate_limited") {
+      rateLimited(frame);
+      return;
+    }
+    const item = frame.client_id && state.outbox.get(frame.client_id);
+    if (item) dropUnsent(frame.client_id, item);
+    for (const entry of state.entries.values()) {
+      if (entry.retrying) {
+        entry.retrying = false;
+        renderEntry(entry);
+      }
+    }
+    toast(frame.message || "Something went wrong.", { kind: "error" });
+  }
+
+  function rateLimited(frame) {
+    const seconds = Math.max(1, Math.round(frame.retry_after || 1));
+    toast(`You're sending messages quickly. Please wait ${seconds} s.`, { kind: "warn" });
+    const item = frame.client_id && state.outbox.get(frame.client_id);
+    if (item) {
+      item.sent = false;
+      item.heldUntil = Date.now() + seconds * 1000;
+      renderEntry(item.entry);
+      setTimeout(flushOutbox, seconds * 1000 + 50);
+    }
+    for (const entry of state.entries.values()) {
+      if (entry.retrying) {
+        entry.retrying = false;
+        renderEntry(entry);
+      }
+    }
+  }
+
+  /** A message the server refused for good: take it off the page, give the text back. */
+  function dropUnsent(clientId, item) {
+    state.outbox.delete(clientId);
+    state.entries.delete(item.entry.key);
+    item.entry.el.remove();
+    if (!ui.input.value) {
+      ui.input.value = item.text;
+      updateComposer();
+    }
+    updateEmpty();
+  }
+
+  function handleFrame(frame) {
+    const handler = frame && handlers[frame.type];
+    if (handler) withScroll(() => handler(frame));
+  }
+
+  // --- the socket ------------------------------------------------------------------------
+
+  /** Where to resume: after the last message, or before the oldest one still unsettled. */
+  function resumeAfter() {
+    let last = null;
+    let firstUnsettled = null;
+    for (const entry of state.entries.values()) {
+      const id = entry.data.id;
+      if (!entry.key.startsWith("m:")) continue;
+      last = last === null ? id : Math.max(last, id);
+      const unsettled = entry.role === "assistant" && UNSETTLED.has(entry.data.status);
+      if (unsettled) firstUnsettled = firstUnsettled === null ? id : Math.min(firstUnsettled, id);
+    }
+    if (firstUnsettled !== null) return Math.max(0, firstUnsettled - 1);
+    return last;
+  }
+
+  function socketUrl() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const after = resumeAfter();
+    const query = after === null ? "" : `?after=${after}`;
+    return `${scheme}//${location.host}${config.socketPath}${encodeURIComponent(state.token)}${query}`;
+  }
+
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    if (!state.token || state.gone) return;
+    const url = socketUrl();
+    const socket = new WebSocket(url);
+    state.socketUrls.push(url);
+    state.socket = socket;
+    state.ready = false;
+    setConnection(state.attempts ? reconnectingState() : "connecting");
+    socket.addEventListener("message", (event) => {
+      if (socket !== state.socket) return;
+      state.lastFrameAt = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      handleFrame(frame);
+    });
+    socket.addEventListener("open", () => {
+      if (socket === state.socket) startHeartbeat();
+    });
+    socket.addEventListener("close", (event) => {
+      if (socket === state.socket) socketLost(event.code);
+    });
+  }
+
+  function reconnectingState() {
+    const offline = navigator.onLine === false || state.attempts > OFFLINE_AFTER_ATTEMPTS;
+    return offline ? "offline" : "reconnecting";
+  }
+
+  /** Forget the current socket (its late events are ignored) and close it. */
+  function stopSocket() {
+    clearTimeout(state.reconnectTimer);
+    clearInterval(state.heartbeatTimer);
+    const socket = state.socket;
+    state.socket = null;
+    state.ready = false;
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000);
+  }
+
+  function socketLost(code) {
+    stopSocket();
+    for (const item of state.outbox.values()) {
+      item.sent = false;
+      renderEntry(item.entry);
+    }
+    if (code === CLOSE_SESSION_GONE || state.gone) {
+      showExpired();
+      return;
+    }
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    state.attempts += 1;
+    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (state.attempts - 1));
+    const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
+    const delay = Math.max(jittered, state.holdUntil - Date.now());
+    setConnection(reconnectingState());
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function startHeartbeat() {
+    clearInterval(state.heartbeatTimer);
+    state.lastFrameAt = Date.now();
+    state.heartbeatTimer = setInterval(() => {
+      const socket = state.socket;
+      if (!socket || socket.readyState !== WebSocket.OPEN) return;
+      if (Date.now() - state.lastFrameAt > PING_EVERY_MS + PONG_TIMEOUT_MS) {
+        socketLost(1006); // no answer to the last ping: the connection is dead
+        return;
+      }
+      socket.send(JSON.stringify({ type: "ping" }));
+    }, PING_EVERY_MS);
+  }
+
+  function sendFrame(frame) {
+    if (!state.ready || !state.socket) return false;
+    state.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  function flushOutbox() {
+    const now = Date.now();
+    for (const [clientId, item] of state.outbox) {
+      if (item.heldUntil > now) break; // keep the order: nothing overtakes a held message
+      if (item.sent) continue;
+      if (!sendFrame({ type: "message", text: item.text, client_id: clientId })) break;
+      item.sent = true;
+      renderEntry(item.entry);
+    }
+  }
+
+  // --- sending -----------------------------------------------------------------------------
+
+  function submitMessage(text) {
+    state.lastRefreshAt = Date.now(); // a stored message extends the session too
+    const clientId = newClientId();
+    state.localSeq += 1;
+    withScroll(() => {
+      const entry = createEntry(`c:${clientId}`, "user", LOCAL_SORT_BASE + state.localSeq, {
+        status: "done",
+        text,
+        client_id: clientId,
+        created_at: new Date().toISOString(),
+      });
+      state.outbox.set(clientId, { text, entry, sent: false, heldUntil: 0 });
+      renderEntry(entry);
+    });
+    ui.main.scrollTop = ui.main.scrollHeight;
+    flushOutbox();
+  }
+
+  function retryReply(entry) {
+    if (entry.retrying || entry.data.id === undefined) return;
+    if (!sendFrame({ type: "retry", message_id: entry.data.id })) {
+      toast("Not connected right now. Retry once the connection is back.", { kind: "warn" });
+      return;
+    }
+    entry.retrying = true;
+    renderEntry(entry);
+  }
+
+  function composerText() {
+    return ui.input.value;
+  }
+
+  function updateComposer() {
+    const text = composerText();
+    const length = codePoints(text);
+    const max = config.maxMessageChars;
+    const over = length > max;
+    ui.send.disabled = !text.trim() || over || state.gone;
+    ui.counter.hidden = length < max * COUNTER_FROM;
+    ui.counter.dataset.level = over ? "over" : length >= max * COUNTER_WARN ? "warn" : "near";
+    ui.counter.textContent = over
+      ? `${plural(length - max, "character")} over the ${max}-character limit`
+      : `${max - length} of ${max} characters left`;
+    growComposer();
+  }
+
+  function growComposer() {
+    withScroll(() => {
+      const most = Math.min(COMPOSER_MAX_PX, window.innerHeight * COMPOSER_MAX_SHARE);
+      ui.input.style.height = "auto";
+      ui.input.style.height = `${Math.min(ui.input.scrollHeight, most)}px`;
+    });
+  }
+
+  function trySend() {
+    updateComposer();
+    if (ui.send.disabled) return;
+    submitMessage(composerText());
+    ui.input.value = "";
+    updateComposer();
+    ui.input.focus();
+  }
+
+  // --- sessions ------------------------------------------------------------------------------
+
+  async function api(url, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(body || {}),
+      credentials: "same-origin",
+    });
+    const data = await response.json().catch(() => ({}));
+    return { status: response.status, data };
+  }
+
+  function sessionUrl(token, suffix) {
+    return `${config.sessionsUrl}/${encodeURIComponent(token)}${suffix}`;
+  }
+
+  function enterSession(token, name, messages) {
+    state.lastRefreshAt = Date.now();
+    state.token = token;
+    state.name = name;
+    state.gone = false;
+    state.attempts = 0;
+    clearMessages();
+    showView("chat");
+    withScroll(() => messages.forEach(applyMessage));
+    ui.main.scrollTop = ui.main.scrollHeight;
+    updateComposer();
+    connect();
+  }
+
+  async function resumeSession(token) {
+    state.token = token;
+    state.name = localStorage.getItem(STORAGE_NAME) || "";
+    state.lastRefreshAt = Date.now();
+    let result;
+    try {
+      result = await api(sessionUrl(token, "/refresh"));
+    } catch {
+      result = null; // the server is unreachable: the socket keeps trying
+    }
+    if (result && result.status === 404) {
+      state.gone = true;
+      clearMessages();
+      showExpired();
+      return;
+    }
+    const ok = result && result.status === 200;
+    if (ok) localStorage.setItem(STORAGE_NAME, result.data.name);
+    enterSession(token, ok ? result.data.name : state.name, ok ? result.data.messages : []);
+  }
+
+  async function startSession(event) {
+    event.preventDefault();
+    const name = ui.startName.value.trim();
+    if (!name) {
+      showStartError("Type a display name to start.");
+      return;
+    }
+    ui.startButton.disabled = true;
+    try {
+      const { status, data } = await api(config.sessionsUrl, { name });
+      if (status !== 201) {
+        showStartError(startErrorText(status, data));
+        return;
+      }
+      localStorage.setItem(STORAGE_TOKEN, data.token);
+      localStorage.setItem(STORAGE_NAME, data.name);
+      enterSession(data.token, data.name, data.messages);
+      ui.input.focus();
+    } catch {
+      showStartError("Could not reach the server. Check the connection and try again.");
+    } finally {
+      ui.startButton.disabled = false;
+    }
+  }
+
+  /** The person is here: extend the session now and then, and notice if it has expired. */
+  async function keepSessionAlive({ force = false } = {}) {
+    const token = state.token;
+    const recent = Date.now() - state.lastRefreshAt < REFRESH_EVERY_MS;
+    if (!token || state.gone || (recent && !force)) return;
+    state.lastRefreshAt = Date.now();
+    try {
+      const { status } = await api(sessionUrl(token, "/refresh"));
+      if (status === 404 && token === state.token) showExpired();
+    } catch {
+      // Offline: the socket's reconnects will tell.
+    }
+  }
+
+  function startErrorText(status, data) {
+    if (status === 429) return "Too many new conversations from here. Please wait a minute.";
+    return (data.error && data.error.message) || "Could not start the conversation.";
+  }
+
+  function showStartError(text) {
+    ui.startError.textContent = text;
+    ui.startError.hidden = !text;
+    if (text) ui.startName.focus();
+  }
+
+  function showStart() {
+    stopSocket();
+    state.token = null;
+    state.gone = false;
+    clearMessages();
+    setConnection("idle");
+    showStartError("");
+    ui.startName.value = state.name || localStorage.getItem(STORAGE_NAME) || "";
+    showView("start");
+    ui.startName.focus();
+  }
+
+  function newChat() {
+    localStorage.removeItem(STORAGE_TOKEN);
+    showStart();
+  }
+
+  function followOtherTab(event) {
+    if (event.key !== STORAGE_TOKEN || event.newValue === state.token) return;
+    if (event.newValue) {
+      stopSocket();
+      resumeSession(event.newValue);
+    } else {
+      showStart();
+    }
+  }
+
+  // --- wiring --------------------------------------------------------------------------------
+
+  function wire() {
+    ui.startForm.addEventListener("submit", startSession);
+    ui.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      trySend();
+    });
+    ui.input.addEventListener("input", updateComposer);
+    ui.input.addEventListener("keydown", (event) => {
+      const plainEnter = event.key === "Enter" && !event.shiftKey && !event.altKey;
+      if (plainEnter && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+        event.preventDefault();
+        trySend();
+      }
+    });
+    ui.newChat.addEventListener("click", newChat);
+    ui.expiredNew.addEventListener("click", newChat);
+    window.addEventListener("storage", followOtherTab);
+    for (const name of ["keydown", "pointerdown", "focus"]) {
+      window.addEventListener(name, () => keepSessionAlive(), { passive: true });
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") keepSessionAlive();
+    });
+    window.addEventListener("online", () => {
+      if (state.token && !state.socket && !state.gone) connect();
+    });
+    window.addEventListener("offline", () => {
+      if (!state.ready && state.token && !state.gone) setConnection("offline");
+    });
+  }
+
+  function boot() {
+    wire();
+    const token = localStorage.getItem(STORAGE_TOKEN);
+    if (token) resumeSession(token);
+    else showStart();
+  }
+
+  /** Hooks for the browser tests (and for curious people in the console). */
+  window.chatApp = {
+    /** Drop the socket as a network failure would; reconnect no sooner than holdMs later. */
+    debugDropSocket(holdMs = 0) {
+      state.holdUntil = Date.now() + holdMs;
+      if (state.socket) socketLost(1006);
+    },
+    /** Refresh the session now, as activity after a long pause would. */
+    debugKeepAlive() {
+      return keepSessionAlive({ force: true });
+    },
+    get connection() {
+      return ui.conn.dataset.state;
+    },
+    get socketUrls() {
+      return state.socketUrls.slice();
+    },
+  };
+
+  boot();
+})();
