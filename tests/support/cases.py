@@ -33,7 +33,7 @@ def reset_redis() -> None:
     that lives across tests, and its tasks would then be silently dropped.
     """
     client = get_redis()
-    for pattern in ("ratelimit:*", "chat:*"):
+    for pattern in ("ratelimit:*", "chat:*", "sensors:*"):
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
