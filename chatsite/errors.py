@@ -26,10 +26,11 @@ class AppError(Exception):
 
 
 def error_body(err: AppError) -> dict[str, Any]:
-    """The HTTP error shape: {"error": {"code", "message", "field"?}}."""
+    """The HTTP error shape: {"error": {"code", "message", "field"?, ...extra}}."""
     body: dict[str, Any] = {"code": err.code, "message": err.message}
     if err.field:
         body["field"] = err.field
+    body.update(err.extra)
     return {"error": body}
 
 

@@ -113,6 +113,8 @@ class SensorAdmin(admin.ModelAdmin):
         """A new sensor is made by sensor_create (which makes its key); edits save as usual."""
         if change:
             super().save_model(request, obj, form, change)
+            if "active" in form.changed_data and not obj.active:
+                sensor_deactivate(sensor=obj)  # closes connected publishers too
             return
         sensor, key = sensor_create(
             slug=obj.slug, name=obj.name, description=obj.description, units=obj.units

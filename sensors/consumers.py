@@ -1,6 +1,5 @@
 """Sensor sockets: devices publish; browsers watch one sensor or all of them."""
 
-import re
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -10,7 +9,14 @@ from chatsite.errors import AppError
 from chatsite.ratelimit import rate_limit_check_async
 from chatsite.sockets import CloseSocket, JsonSocketConsumer
 from sensors.errors import SensorError
-from sensors.models import OVERVIEW_GROUP, Sensor, publisher_group_name, sensor_group_name
+from sensors.models import (
+    OVERVIEW_GROUP,
+    Sensor,
+    publisher_group_name,
+    sensor_group_name,
+    stream_id_tuple,
+    stream_id_valid,
+)
 from sensors.selectors import (
     UNAUTHORIZED,
     readings_after_async,
@@ -25,7 +31,6 @@ from sensors.validation import readings_validate
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
-STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 HISTORY_CHUNK = 1000
 
 
@@ -37,12 +42,6 @@ def bearer_key(scope: dict[str, Any], query_key: str | None) -> str | None:
             if scheme.lower() == "bearer" and credential.strip():
                 return credential.strip()
     return query_key
-
-
-def stream_id_tuple(entry_id: str) -> tuple[int, int]:
-    """A stream id as a comparable (milliseconds, sequence) pair."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class PublishConsumer(JsonSocketConsumer):
@@ -127,7 +126,7 @@ class SensorWatchConsumer(WatchingConsumer):
         if await self.refuse_anonymous():
             return
         after = self.query_param("after")
-        if after is not None and not STREAM_ID.fullmatch(after):
+        if after is not None and not stream_id_valid(after):
             await self.close_with(
                 CloseSocket(CLOSE_BAD_REQUEST, "invalid_after", "after must be a stream id")
             )
@@ -161,15 +160,17 @@ class SensorWatchConsumer(WatchingConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def socket_frames(self, event: dict[str, Any]) -> None:
-        """Relay live readings, dropping those the history already held."""
+        """Relay live readings, dropping those the history already held.
+
+        Ids grow in append order, so anything at or below the history's last id was sent;
+        the check stays on, as with several publishers a late event can follow a newer one.
+        """
         if self.seen_up_to is None:
             for frame in event["frames"]:
                 await self.send(text_data=frame)
             return
         for entry_id, frame in zip(event["ids"], event["frames"], strict=True):
             if stream_id_tuple(entry_id) > self.seen_up_to:
-                self.seen_up_to = None  # past the switch: no more comparisons
-            if self.seen_up_to is None:
                 await self.send(text_data=frame)
 
 

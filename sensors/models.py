@@ -1,11 +1,31 @@
 """Sensors, their stored readings, alert rules and alerts, and dead-lettered entries."""
 
+import re
+
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
+
+
+STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?", re.ASCII)
+STREAM_ID_PART_MAX = 2**64 - 1
+
+
+def stream_id_valid(entry_id: str) -> bool:
+    """Whether a client-given id is one Redis accepts: ms[-seq], each part below 2**64."""
+    match = STREAM_ID.fullmatch(entry_id)
+    return bool(match) and all(
+        int(part) <= STREAM_ID_PART_MAX for part in match.groups() if part is not None
+    )
+
+
+def stream_id_tuple(entry_id: str) -> tuple[int, int]:
+    """A stream id as a comparable (milliseconds, sequence) pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def stream_key(slug: str) -> str:

@@ -8,7 +8,7 @@ from django.db.models import Avg, Count, F, Max, Min
 from chatsite.credentials import credential_matches
 from chatsite.redis_clients import get_async_redis, get_redis
 from sensors.errors import SensorError
-from sensors.models import Reading, Sensor, stream_key
+from sensors.models import Reading, Sensor, stream_id_tuple, stream_key
 from sensors.services import LAST_SEEN_KEY, ONLINE_KEY
 
 UNAUTHORIZED = "Unknown or inactive sensor, or wrong key."
@@ -91,18 +91,23 @@ def readings_history(
         rows = rows.filter(ts_ms__gte=since_ms)
     if until_ms is not None:
         rows = rows.filter(ts_ms__lte=until_ms)
-    picked = list(
-        rows.values("stream_id", "ts_ms").distinct().order_by("-ts_ms", "-stream_id")[:limit]
-    )
-    ids = [p["stream_id"] for p in picked]
+    # Newest `limit` by reading time; ties are ordered by the numeric stream id, which the
+    # database cannot do on the text id, so the tie group at the boundary is read whole.
+    keys = rows.values_list("stream_id", "ts_ms").distinct()
+    newest = list(keys.order_by("-ts_ms")[:limit])
+    if len(newest) == limit:
+        newest = list(keys.filter(ts_ms__gte=min(ts for _, ts in newest)))
+    newest.sort(key=lambda key: (key[1], *stream_id_tuple(key[0])))
+    picked = newest[-limit:]
+    ids = [stream_id for stream_id, _ in picked]
     readings: dict[str, dict[str, Any]] = {
-        p["stream_id"]: {"id": p["stream_id"], "ts": p["ts_ms"], "values": {}} for p in picked
+        stream_id: {"id": stream_id, "ts": ts, "values": {}} for stream_id, ts in picked
     }
     for stream_id, metric, value in rows.filter(stream_id__in=ids).values_list(
         "stream_id", "metric", "value"
     ):
         readings[stream_id]["values"][metric] = value
-    return [readings[i] for i in reversed(ids)]
+    return [readings[i] for i in ids]
 
 
 def readings_buckets(

@@ -69,9 +69,10 @@ def _values(values: Any) -> dict[str, float]:
             raise ValueError(f"metric name {str(name)[:40]!r} must match [a-z][a-z0-9_]{{0,31}}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} must be a number")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite")
-        clean[name] = float(value)
+        number = _finite(value)
+        if number is None:
+            raise ValueError(f"{name} must be a finite number within float range")
+        clean[name] = number
     return clean
 
 
@@ -94,9 +95,10 @@ def _as_ms(ts: Any) -> int:
     if isinstance(ts, bool):
         raise ValueError("ts must be ISO 8601 or Unix milliseconds")
     if isinstance(ts, int | float):
-        if not math.isfinite(ts) or ts < 0:
-            raise ValueError("ts must be a non-negative number of Unix milliseconds")
-        ts_ms = int(ts)
+        number = _finite(ts)
+        if number is None:
+            raise ValueError("ts must be a finite number of Unix milliseconds")
+        ts_ms = int(number)
     elif isinstance(ts, str):
         try:
             parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
@@ -107,4 +109,15 @@ def _as_ms(ts: Any) -> int:
         ts_ms = int(parsed.timestamp() * 1000)
     else:
         raise ValueError("ts must be ISO 8601 or Unix milliseconds")
+    if ts_ms < 0:
+        raise ValueError("ts must not be before 1970")
     return ts_ms
+
+
+def _finite(value: int | float) -> float | None:
+    """The value as a finite float, or None (NaN, infinities, ints beyond float range)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

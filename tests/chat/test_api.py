@@ -3,23 +3,18 @@
 from datetime import timedelta
 
 import requests
-from channels.testing import ChannelsLiveServerTestCase
 from django.test import override_settings
 from django.utils import timezone
 
 from chat.models import ChatSession
 from chat.services import chat_message_create
-from chatsite.redis_clients import get_redis
+from tests.support.cases import LiveServerTestCase
 
 TIMEOUT = 30
 
 
-class LiveApiTestCase(ChannelsLiveServerTestCase):
-    """A live server plus an empty Redis per test."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        get_redis().flushdb()
+class LiveApiTestCase(LiveServerTestCase):
+    """A live server plus a clean Redis per test."""
 
     def url(self, path: str) -> str:
         return self.live_server_url + path

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
 
-from channels.testing import ChannelsLiveServerTestCase
 from django.conf import settings
 
-from tests.support.cases import reset_redis
+from tests.support.cases import LiveServerTestCase, reset_redis
 from tests.support.worker import CeleryWorker
 
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -81,7 +80,7 @@ def artifact_path(name: str) -> Path:
     return path
 
 
-class LiveBrowserTestCase(ChannelsLiveServerTestCase):
+class LiveBrowserTestCase(LiveServerTestCase):
     """daphne + a Celery worker + headless Chromium per class; a fresh browser context per test."""
 
     host = "localhost"

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from channels.testing import WebsocketCommunicator
+from channels.testing import ChannelsLiveServerTestCase, WebsocketCommunicator
+from django.db import connections
 from django.test import TransactionTestCase
 
 from chatsite.asgi import application
@@ -40,6 +41,21 @@ def reset_redis() -> None:
     app.control.purge()
 
 
+class LiveServerTestCase(ChannelsLiveServerTestCase):
+    """A real daphne in a forked process on the test database, and a clean Redis per test."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # SQLite is not fork-safe: with a connection open here when daphne forks, the server
+        # went on reading the database as of an old snapshot and missed new rows.
+        connections.close_all()
+        super().setUpClass()
+
+    def setUp(self) -> None:
+        super().setUp()
+        reset_redis()
+
+
 class SocketTestCase(RedisTransactionTestCase):
     """Async tests whose sockets are all disconnected at the end, even when a test fails."""
 
@@ -70,9 +86,14 @@ def _closing_sockets(method: Callable) -> Callable:
     return wrapper
 
 
-async def open_socket(path: str, *, origin: bytes | None = ORIGIN) -> WebsocketCommunicator:
+async def open_socket(
+    path: str,
+    *,
+    origin: bytes | None = ORIGIN,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> WebsocketCommunicator:
     """Connect to the real ASGI application; the caller disconnects."""
-    headers = [(b"origin", origin)] if origin is not None else []
+    headers = [*([(b"origin", origin)] if origin is not None else []), *(headers or [])]
     communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect(timeout=TIMEOUT)
     assert connected, f"socket {path} was refused"
