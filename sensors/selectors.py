@@ -8,7 +8,8 @@ from django.db.models import Avg, Count, F, Max, Min
 from chatsite.credentials import credential_matches
 from chatsite.redis_clients import get_async_redis, get_redis
 from sensors.errors import SensorError
-from sensors.models import Reading, Sensor, stream_id_tuple, stream_key
+from sensors.models import Alert, Reading, Sensor, stream_id_tuple, stream_key
+from sensors.serializers import alert_data
 from sensors.services import LAST_SEEN_KEY, ONLINE_KEY
 
 UNAUTHORIZED = "Unknown or inactive sensor, or wrong key."
@@ -74,7 +75,12 @@ def sensors_list() -> list[dict[str, Any]]:
     """Every active sensor with its units, latest values, last seen and online state."""
     sensors = list(Sensor.objects.filter(active=True))
     state = sensor_state(slugs=[s.slug for s in sensors])
-    return [{**_sensor_data(s), **state[s.slug]} for s in sensors]
+    alerts: dict[int, list[dict[str, Any]]] = {}
+    for alert in Alert.objects.filter(cleared_at=None, sensor__active=True).select_related(
+        "rule", "sensor"
+    ):
+        alerts.setdefault(alert.sensor_id, []).append(alert_data(alert))
+    return [{**_sensor_data(s), **state[s.slug], "alerts": alerts.get(s.pk, [])} for s in sensors]
 
 
 def _sensor_data(sensor: Sensor) -> dict[str, Any]:

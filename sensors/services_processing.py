@@ -22,6 +22,7 @@ from sensors.models import (
     Sensor,
     sensor_group_name,
 )
+from sensors.serializers import alert_data
 from sensors.services import sensors_last_seen_store
 
 logger = logging.getLogger(__name__)
@@ -103,23 +104,6 @@ def readings_purge(*, older_than_days: int, now_ms: int | None = None) -> int:
 def rule_holds(*, rule: AlertRule, value: float) -> bool:
     """Whether the value satisfies the rule's condition (the alerting side)."""
     return OPERATORS[rule.operator](value, rule.threshold)
-
-
-def alert_data(alert: Alert) -> dict[str, Any]:
-    """The alert object of the `alert` frame."""
-    rule = alert.rule
-    return {
-        "id": alert.pk,
-        "rule": rule.pk,
-        "sensor": alert.sensor.slug,
-        "metric": alert.metric,
-        "operator": rule.operator,
-        "threshold": rule.threshold,
-        "value": alert.value,
-        "fired_at": alert.fired_at.isoformat(),
-        "cleared_at": alert.cleared_at.isoformat() if alert.cleared_at else None,
-        "stream_id": alert.stream_id,
-    }
 
 
 def alert_rules_evaluate(*, readings: Sequence[StreamReading]) -> list[Alert]:

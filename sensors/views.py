@@ -1,21 +1,29 @@
-"""HTTP JSON API of the sensors app: publishing and history."""
+"""HTTP of the sensors app: the JSON API (publishing and history) and the dashboard pages."""
 
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.contrib.auth.views import redirect_to_login
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from chatsite.api import json_api
 from chatsite.ratelimit import rate_limit_check
 from sensors.consumers import bearer_key
 from sensors.errors import SensorError
+from sensors.models import Alert, Sensor
 from sensors.selectors import (
     readings_buckets,
     readings_history,
     sensor_authenticate,
     sensor_get,
+    sensor_state,
     sensors_list,
 )
+from sensors.serializers import alert_data
 from sensors.services import readings_append
 from sensors.validation import parse_time, readings_validate
 
@@ -92,3 +100,71 @@ def _query_int(request: HttpRequest, name: str, *, default: int | None, low: int
             "invalid_query", f"{name} must be a whole number from {low} to {high}.", field=name
         )
     return int(raw)
+
+
+# --- pages -------------------------------------------------------------------------------
+
+# The pages load only their own scripts and styles and talk only to their own origin.
+# (uPlot sizes its elements through element.style, which CSP's style-src does not govern.)
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+PAGE_ALERTS = 50  # the newest alerts a sensor page starts with (active ones always)
+
+
+def _login_redirect(request: HttpRequest) -> HttpResponse | None:
+    """Send anonymous visitors to the admin login when watching needs a login."""
+    if settings.SENSOR_WATCH_REQUIRES_LOGIN and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+    return None
+
+
+def _page(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    response = render(request, template, context)
+    response["Content-Security-Policy"] = PAGE_CSP
+    return response
+
+
+def _alerts_data(alerts: Any) -> list[dict[str, Any]]:
+    return [alert_data(a) for a in alerts.select_related("rule", "sensor")]
+
+
+@require_safe
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """GET /sensors/: a live card per sensor (behaviour in static/sensors/dashboard.js)."""
+    if (redirect := _login_redirect(request)) is not None:
+        return redirect
+    active = Alert.objects.filter(cleared_at=None, sensor__active=True)
+    config = {
+        "socketPath": "/ws/sensors",
+        "sensorsUrl": reverse("sensors-index"),
+        "pagePrefix": reverse("sensors-dashboard"),
+        "offlineAfterSeconds": settings.SENSOR_OFFLINE_AFTER,
+        "activeAlerts": _alerts_data(active),
+        "loginUrl": reverse("admin:login"),
+    }
+    return _page(request, "sensors/dashboard.html", {"config": config})
+
+
+@require_safe
+def sensor_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET /sensors/<slug>/: live charts, a range selector and the sensor's alerts."""
+    if (redirect := _login_redirect(request)) is not None:
+        return redirect
+    sensor = get_object_or_404(Sensor, slug=slug)
+    state = sensor_state(slugs=[slug])[slug]
+    recent = list(sensor.alerts.all()[:PAGE_ALERTS].values_list("pk", flat=True))
+    alerts = sensor.alerts.filter(Q(cleared_at=None) | Q(pk__in=recent))
+    config = {
+        "sensor": slug, "name": sensor.name, "description": sensor.description,
+        "units": sensor.units, "active": sensor.active, **state,
+        "socketPath": f"/ws/sensors/{slug}",
+        "readingsUrl": reverse("sensors-readings", args=[slug]),
+        "dashboardUrl": reverse("sensors-dashboard"),
+        "offlineAfterSeconds": settings.SENSOR_OFFLINE_AFTER,
+        "alerts": _alerts_data(alerts),
+        "loginUrl": reverse("admin:login"),
+    }  # fmt: skip
+    return _page(request, "sensors/sensor.html", {"sensor": sensor, "config": config})

@@ -238,14 +238,15 @@ class SensorListTests(SensorApiTestCase):
         self.assertEqual(
             cellar,
             {"sensor": "cellar", "name": "Cellar", "description": "Under the house",
-             "units": {}, "online": False, "last_seen": None, "latest": None},
+             "units": {}, "online": False, "last_seen": None, "latest": None, "alerts": []},
         )  # fmt: skip
         self.assertTrue(before <= greenhouse.pop("last_seen") <= after)
         self.assertEqual(
             greenhouse,
             {"sensor": SLUG, "name": "Greenhouse", "description": "",
              "units": {"temperature": "°C"}, "online": True,
-             "latest": {"id": latest, "ts": T0 + 1_000, "values": {"temperature": 21.5}}},
+             "latest": {"id": latest, "ts": T0 + 1_000, "values": {"temperature": 21.5}},
+             "alerts": []},
         )  # fmt: skip
 
 

@@ -407,7 +407,8 @@ class AlertPushTests(SocketTestCase):
             fired = frames[-1]["alert"]
             self.assertEqual(
                 fired,
-                {"id": alert.pk, "rule": self.rule.pk, "sensor": SLUG, "metric": "temperature",
+                {"id": alert.pk, "rule": self.rule.pk, "rule_name": "Too hot", "sensor": SLUG,
+                 "metric": "temperature",
                  "operator": ">", "threshold": 30.0, "value": 31.0,
                  "fired_at": alert.fired_at.isoformat(), "cleared_at": None, "stream_id": ids[0]},
             )  # fmt: skip

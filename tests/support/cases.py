@@ -3,12 +3,13 @@
 import contextlib
 import functools
 import inspect
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
 from channels.testing import ChannelsLiveServerTestCase, WebsocketCommunicator
-from django.db import connections
+from django.db import connection, connections
 from django.test import TransactionTestCase
 
 from chatsite.asgi import application
@@ -42,14 +43,41 @@ def reset_redis() -> None:
 
 
 class LiveServerTestCase(ChannelsLiveServerTestCase):
-    """A real daphne in a forked process on the test database, and a clean Redis per test."""
+    """A real daphne in a forked process on the test database, and a clean Redis per test.
+
+    Two SQLite hazards across the fork, both seen as the server missing new rows:
+    - a connection open here when daphne forks is shared with it (fcntl locks are not
+      inherited), so Django's connections are closed first and the server opens its own;
+    - in WAL mode the last connection to close deletes the -wal/-shm files, which a
+      process still holding them keeps reading, so one keeper connection stays open for
+      the class and no connection is ever the last.
+    """
 
     @classmethod
     def setUpClass(cls) -> None:
-        # SQLite is not fork-safe: with a connection open here when daphne forks, the server
-        # went on reading the database as of an old snapshot and missed new rows.
         connections.close_all()
-        super().setUpClass()
+        cls._wal_keeper: sqlite3.Connection | None = None
+        if connection.vendor == "sqlite":
+            cls._wal_keeper = sqlite3.connect(connection.settings_dict["NAME"])
+            cls._wal_keeper.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls._close_wal_keeper()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            super().tearDownClass()
+        finally:
+            cls._close_wal_keeper()
+
+    @classmethod
+    def _close_wal_keeper(cls) -> None:
+        if cls._wal_keeper is not None:
+            cls._wal_keeper.close()
+            cls._wal_keeper = None
 
     def setUp(self) -> None:
         super().setUp()
