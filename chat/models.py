@@ -80,3 +80,8 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk}: {self.text[:40]}"
+
+
+from chat.rooms.models import ApiToken, Room, RoomMessage  # noqa: E402  (Django finds models here)
+
+__all__ = ["ApiToken", "ChatMessage", "ChatSession", "Room", "RoomMessage", "session_group_name"]

@@ -161,6 +161,13 @@ CHAT_CONTEXT_MESSAGES = env.int("CHAT_CONTEXT_MESSAGES", default=50)
 CHAT_DELTA_INTERVAL = env.float("CHAT_DELTA_INTERVAL", default=0.05)  # seconds between deltas
 CHAT_REPLY_LOCK_TTL = env.int("CHAT_REPLY_LOCK_TTL", default=30)
 
+# --- Chat rooms.
+ROOM_PRESENCE_TIMEOUT = env.float("ROOM_PRESENCE_TIMEOUT", default=45.0)  # seconds silent
+ROOM_PRESENCE_SWEEP_INTERVAL = env.float("ROOM_PRESENCE_SWEEP_INTERVAL", default=2.0)
+ROOM_HISTORY_COUNT = env.int("ROOM_HISTORY_COUNT", default=50)  # messages sent on join
+ROOM_ASSISTANT_RATE_LIMIT = env.int("ROOM_ASSISTANT_RATE_LIMIT", default=10)  # per window/room
+ROOM_ASSISTANT_CONTEXT_MESSAGES = env.int("ROOM_ASSISTANT_CONTEXT_MESSAGES", default=20)
+
 # --- Inference.
 INFERENCE_PROVIDER = env.str("INFERENCE_PROVIDER", default="offline")
 INFERENCE_URL = env.str("INFERENCE_URL", default="")

@@ -1,0 +1,1 @@
+"""Multi-user chat rooms: models, presence, sockets, APIs and the assistant as a member."""
