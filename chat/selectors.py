@@ -1,5 +1,8 @@
 """Reads of chat sessions and messages."""
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from django.conf import settings
 from django.utils import timezone
 
@@ -8,6 +11,8 @@ from chat.models import ChatMessage, ChatSession
 from chatsite.credentials import credential_hash
 
 MAX_TOKEN_CHARS = 128
+
+M = TypeVar("M")  # a message model (anything with a `text`)
 
 
 def chat_session_get_active(*, token: str) -> ChatSession:
@@ -40,28 +45,23 @@ def chat_context_messages(*, reply: ChatMessage) -> list[ChatMessage]:
         .exclude(role=ChatMessage.Role.ASSISTANT, status__in=_UNFINISHED)
         .order_by("-id")[: settings.CHAT_CONTEXT_MESSAGES]
     )
-    picked: list[ChatMessage] = []
+    return context_within_budget(candidates)
+
+
+def context_within_budget(newest_first: Iterable[M]) -> list[M]:
+    """Messages (newest first) cut to CHAT_CONTEXT_CHARS of text, returned oldest first.
+
+    The newest message is always kept, however long; the cut keeps the context contiguous.
+    """
+    picked: list[M] = []
     budget = settings.CHAT_CONTEXT_CHARS
-    for message in candidates:
+    for message in newest_first:
         if picked and len(message.text) > budget:
             break
         picked.append(message)
         budget -= len(message.text)
     picked.reverse()
     return picked
-
-
-def chat_reply_next_pending(*, session_id: int) -> ChatMessage | None:
-    """The session's oldest reply still to be generated (replies go out in order)."""
-    return (
-        ChatMessage.objects.filter(
-            session_id=session_id,
-            role=ChatMessage.Role.ASSISTANT,
-            status__in=[ChatMessage.Status.PENDING, ChatMessage.Status.STREAMING],
-        )
-        .order_by("id")
-        .first()
-    )
 
 
 _UNFINISHED = [ChatMessage.Status.PENDING, ChatMessage.Status.STREAMING, ChatMessage.Status.FAILED]

@@ -19,8 +19,7 @@ from chat.rooms.presence import (
 )
 from chat.rooms.selectors import room_get, room_messages_list
 from chat.rooms.serializers import room_message_data
-from chat.rooms.services import room_message_create
-from chat.validation import validate_name
+from chat.rooms.services import room_author_validate, room_message_create
 from chatsite.broadcast import frame_event
 from chatsite.errors import AppError
 from chatsite.ratelimit import rate_limit_check_async
@@ -116,7 +115,7 @@ class RoomConsumer(JsonSocketConsumer):
         user = self.scope.get("user")
         raw = user.get_username() if user is not None and user.is_authenticated else None
         try:
-            return validate_name(raw if raw is not None else self.query_param("name"))
+            return room_author_validate(raw if raw is not None else self.query_param("name"))
         except ChatError as err:
             raise CloseSocket(CLOSE_BAD_REQUEST, "invalid_name", err.message) from None
 

@@ -6,13 +6,21 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from chat.errors import ChatError
-from chat.rooms.models import ApiToken, Room, RoomMessage, room_group_name
+from chat.rooms.models import ASSISTANT_NAME, ApiToken, Room, RoomMessage, room_group_name
 from chat.rooms.serializers import room_message_data
 from chat.validation import validate_client_id, validate_name, validate_text
 from chatsite.broadcast import broadcast_sync
 from chatsite.credentials import credential_hash, credential_new, credential_prefix
 
 ASSISTANT_MENTION = "@assistant"
+
+
+def room_author_validate(name: Any) -> str:
+    """A member's or poster's display name; "assistant" is the assistant's alone."""
+    name = validate_name(name)
+    if name.lower() == ASSISTANT_NAME:
+        raise ChatError("invalid_name", "That name belongs to the assistant.", field="name")
+    return name
 
 
 def room_create(*, slug: Any, title: Any, capacity: Any = 50) -> Room:
@@ -43,6 +51,7 @@ def room_message_create(
         if client_id is not None:
             existing = _by_client_id(room=room, author=author, client_id=client_id)
             if existing is not None:
+                _reply_requeue_if_pending(message=existing)
                 return existing, False
         try:
             with transaction.atomic():
@@ -53,6 +62,7 @@ def room_message_create(
             existing = _by_client_id(room=room, author=author, client_id=client_id)
             if existing is None:
                 raise
+            _reply_requeue_if_pending(message=existing)
             return existing, False
         payload = {"type": "message", "message": room_message_data(message)}
         transaction.on_commit(
@@ -61,6 +71,15 @@ def room_message_create(
         if text.lstrip().lower().startswith(ASSISTANT_MENTION):
             _assistant_request(room=room, question=message)
     return message, True
+
+
+def _reply_requeue_if_pending(*, message: RoomMessage) -> None:
+    """A resent message whose assistant reply never started may have lost its task."""
+    from chat.rooms.tasks import generate_room_reply
+
+    pending = message.replies.filter(status=RoomMessage.Status.PENDING).values_list("pk", flat=True)
+    for reply_id in pending:
+        transaction.on_commit(lambda reply_id=reply_id: generate_room_reply.delay(reply_id))
 
 
 def _by_client_id(*, room: Room, author: str, client_id: str | None) -> RoomMessage | None:
@@ -76,8 +95,7 @@ def _assistant_request(*, room: Room, question: RoomMessage) -> None:
 
 def room_message_post(*, room: Room, author: Any, text: Any) -> RoomMessage:
     """Post into a room from outside (integrations, announcements) and broadcast it."""
-    author = validate_name(author)
-    message, _ = room_message_create(room=room, author=author, text=text)
+    message, _ = room_message_create(room=room, author=room_author_validate(author), text=text)
     return message
 
 
