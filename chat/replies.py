@@ -198,8 +198,8 @@ class _DeltaStreamer:
         self.parts: list[str] = []
         self.pending: list[str] = []
         self.offset = 0
-        self.last_flush = time.monotonic()
-        self.last_extend = self.last_flush
+        self.last_flush = 0.0  # the first chunk goes out at once; later ones are coalesced
+        self.last_extend = time.monotonic()
 
     @property
     def text(self) -> str:

@@ -124,7 +124,9 @@ CHANNEL_LAYERS = {
         "BACKEND": env.str(
             "CHANNEL_LAYER_BACKEND", default="channels_redis.pubsub.RedisPubSubChannelLayer"
         ),
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "chatsite"},
+        # redis-py 8 defaults socket_timeout to 5 s, the core layer's blocking read, which
+        # then closed idle sockets (channels_redis#422); 15 s leaves the read room.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "chatsite"},
     }
 }
 

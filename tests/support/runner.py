@@ -40,7 +40,11 @@ class ChatsiteTestRunner(DiscoverRunner):
         else:
             url = settings.REDIS_URL
         layers = {"default": {**settings.CHANNEL_LAYERS["default"]}}
-        layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "hosts": [url]}
+        hosts = [
+            {**host, "address": url} if isinstance(host, dict) else url
+            for host in layers["default"]["CONFIG"]["hosts"]
+        ]
+        layers["default"]["CONFIG"] = {**layers["default"]["CONFIG"], "hosts": hosts}
         # Worker subprocesses read the environment; this process reads the overridden settings.
         os.environ["REDIS_URL"] = url
         self._override = override_settings(
