@@ -1,5 +1,6 @@
 """Validation of client input shared by every chat edge (HTTP, sockets; sessions, rooms)."""
 
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -20,13 +21,16 @@ def bounded_text(
     return value
 
 
-def validate_name(name: Any) -> str:
-    """A display name, trimmed."""
-    return bounded_text(
-        name.strip() if isinstance(name, str) else name, field="name",
+def validate_name(name: Any, *, field: str = "name") -> str:
+    """A display name, trimmed, with no control characters (line breaks, tabs, NUL…)."""
+    name = bounded_text(
+        name.strip() if isinstance(name, str) else name, field=field,
         limit=settings.CHAT_NAME_MAX_CHARS, blank_code="invalid_name",
         blank_message="Give a name.", long_code="invalid_name",
     )  # fmt: skip
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        raise ChatError("invalid_name", "Names cannot contain control characters.", field=field)
+    return name
 
 
 def validate_text(text: Any) -> str:

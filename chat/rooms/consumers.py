@@ -29,7 +29,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NAME_TAKEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_FULL = 4409
-TOUCH_EVERY = 1.0  # seconds: refresh presence at most this often per socket
+TOUCH_EVERY = 1.0  # seconds: refresh presence at most this often per socket (or timeout/4)
 TYPING_EVERY = 1.0  # seconds: relay a socket's typing at most this often
 
 
@@ -142,7 +142,7 @@ class RoomConsumer(JsonSocketConsumer):
         if getattr(self, "room", None) is None:
             return
         now = time.monotonic()
-        if now - self.last_touch >= TOUCH_EVERY:
+        if now - self.last_touch >= min(TOUCH_EVERY, settings.ROOM_PRESENCE_TIMEOUT / 4):
             self.last_touch = now
             if not await presence_touch(
                 slug=self.room.slug, name=self.name, channel=self.channel_name

@@ -46,6 +46,20 @@ redis.call('SADD', KEYS[3], ARGV[1])
 return 'joined'
 """
 
+# KEYS: presence. ARGV: member, now ms, timeout ms. Refreshes a fresh entry (1); an entry
+# past the timeout is gone even if no sweep removed it yet (0), so the socket must join
+# again and may find its name taken or the room full.
+_TOUCH = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+if tonumber(score) < tonumber(ARGV[2]) - tonumber(ARGV[3]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"""
+
 # KEYS: presence, owners. ARGV: name, channel, now ms, timeout ms. Returns 1 when this
 # was the name's last fresh entry (the member left), else 0 (another tab stays, or the
 # entry had already timed out and its leave was announced then).
@@ -110,10 +124,10 @@ async def presence_join(*, slug: str, name: str, channel: str, owner: str, capac
 async def presence_touch(*, slug: str, name: str, channel: str) -> bool:
     """Mark this socket alive now; False if its entry had timed out (it must join again)."""
     presence, _ = _keys(slug)
-    changed = await get_async_redis().zadd(
-        presence, {f"{name}\n{channel}": _now_ms()}, xx=True, ch=True
+    alive = await get_async_redis().eval(
+        _TOUCH, 1, presence, f"{name}\n{channel}", _now_ms(), _timeout_ms()
     )
-    return bool(changed)
+    return bool(alive)
 
 
 async def presence_leave(*, slug: str, name: str, channel: str) -> bool:

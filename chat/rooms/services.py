@@ -15,11 +15,11 @@ from chatsite.credentials import credential_hash, credential_new, credential_pre
 ASSISTANT_MENTION = "@assistant"
 
 
-def room_author_validate(name: Any) -> str:
+def room_author_validate(name: Any, *, field: str = "name") -> str:
     """A member's or poster's display name; "assistant" is the assistant's alone."""
-    name = validate_name(name)
+    name = validate_name(name, field=field)
     if name.lower() == ASSISTANT_NAME:
-        raise ChatError("invalid_name", "That name belongs to the assistant.", field="name")
+        raise ChatError("invalid_name", "That name belongs to the assistant.", field=field)
     return name
 
 
@@ -95,7 +95,9 @@ def _assistant_request(*, room: Room, question: RoomMessage) -> None:
 
 def room_message_post(*, room: Room, author: Any, text: Any) -> RoomMessage:
     """Post into a room from outside (integrations, announcements) and broadcast it."""
-    message, _ = room_message_create(room=room, author=room_author_validate(author), text=text)
+    message, _ = room_message_create(
+        room=room, author=room_author_validate(author, field="author"), text=text
+    )
     return message
 
 
