@@ -162,3 +162,6 @@ class ChatMessageAdmin(admin.ModelAdmin):
         """The first characters of the text (or the error of a failed reply)."""
         text = message.text or (f"[{message.error}]" if message.error else "")
         return Truncator(" ".join(text.split())).chars(SHORT_TEXT_CHARS)
+
+
+import chat.rooms.admin  # noqa: E402, F401

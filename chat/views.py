@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from chat.providers import offline_notice
+from chat.rooms.models import ASSISTANT_NAME
 from chat.selectors import chat_messages_list, chat_session_get_active
 from chat.serializers import session_data
 from chat.services import chat_session_create, chat_session_refresh
@@ -68,5 +69,28 @@ def page_config() -> dict[str, Any]:
 def chat_page(request: HttpRequest) -> HttpResponse:
     """GET /: the chat page (all behaviour is in static/chat/app.js)."""
     response = render(request, "chat/index.html", {"config": page_config()})
+    response["Content-Security-Policy"] = PAGE_CSP
+    return response
+
+
+def rooms_page_config() -> dict[str, Any]:
+    """The settings the rooms page needs, handed to its script as JSON."""
+    # Presence times out after ROOM_PRESENCE_TIMEOUT without frames: ping well within it.
+    ping_ms = int(min(20.0, settings.ROOM_PRESENCE_TIMEOUT / 3) * 1000)
+    return {
+        "roomsUrl": reverse("rooms"),
+        "socketPath": "/ws/rooms/",
+        "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "maxNameChars": settings.CHAT_NAME_MAX_CHARS,
+        "assistantName": ASSISTANT_NAME,
+        "pingEveryMs": max(1000, ping_ms),
+        "offlineNotice": offline_notice(),
+    }
+
+
+@require_safe
+def rooms_page(request: HttpRequest) -> HttpResponse:
+    """GET /rooms/: the room list and the rooms the person has open (static/chat/rooms.js)."""
+    response = render(request, "chat/rooms.html", {"config": rooms_page_config()})
     response["Content-Security-Policy"] = PAGE_CSP
     return response

@@ -164,7 +164,8 @@ CHAT_DELTA_INTERVAL = env.float("CHAT_DELTA_INTERVAL", default=0.05)  # seconds 
 CHAT_REPLY_LOCK_TTL = env.int("CHAT_REPLY_LOCK_TTL", default=30)
 
 # --- Chat rooms.
-ROOM_PRESENCE_TIMEOUT = env.float("ROOM_PRESENCE_TIMEOUT", default=45.0)  # seconds silent
+# Browsers slow a hidden tab's timers to about once a minute, so pings can be 60 s apart.
+ROOM_PRESENCE_TIMEOUT = env.float("ROOM_PRESENCE_TIMEOUT", default=90.0)  # seconds silent
 ROOM_PRESENCE_SWEEP_INTERVAL = env.float("ROOM_PRESENCE_SWEEP_INTERVAL", default=2.0)
 ROOM_HISTORY_COUNT = env.int("ROOM_HISTORY_COUNT", default=50)  # messages sent on join
 ROOM_ASSISTANT_RATE_LIMIT = env.int("ROOM_ASSISTANT_RATE_LIMIT", default=10)  # per window/room

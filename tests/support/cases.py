@@ -35,7 +35,7 @@ def reset_redis() -> None:
     that lives across tests, and its tasks would then be silently dropped.
     """
     client = get_redis()
-    for pattern in ("ratelimit:*", "chat:*", "sensors:*"):
+    for pattern in ("ratelimit:*", "chat:*", "sensors:*", "rooms:*"):
         keys = list(client.scan_iter(match=pattern, count=1000))
         if keys:
             client.delete(*keys)
