@@ -8,20 +8,12 @@
 (function () {
   "use strict";
 
+  const shared = window.chatsite;
+  const { codePoints, renderMarkdown } = shared;
   const config = JSON.parse(document.getElementById("chat-config").textContent);
 
   const STORAGE_TOKEN = "chatsite.chat.token";
   const STORAGE_NAME = "chatsite.chat.name";
-  const RECONNECT_BASE_MS = 500;
-  const RECONNECT_MAX_MS = 15000;
-  const OFFLINE_AFTER_ATTEMPTS = 4;
-  const PING_EVERY_MS = 25000;
-  const PONG_TIMEOUT_MS = 10000;
-  const TOAST_MS = 6000;
-  const COUNTER_FROM = 0.8; // show the counter from 80% of the limit
-  const COUNTER_WARN = 0.95;
-  const COMPOSER_MAX_PX = 200;
-  const COMPOSER_MAX_SHARE = 0.3; // of the window's height, for small screens
   const LOCAL_SORT_BASE = 1e15; // unsent messages sort after every stored one
   const CLOSE_SESSION_GONE = 4401;
   // Sessions expire after CHAT_SESSION_TTL of inactivity; a person using the page keeps
@@ -73,68 +65,6 @@
     socketUrls: [],
   };
 
-  // --- text helpers (offsets from the server count code points, like Python) ------------
-
-  function codePoints(text) {
-    return Array.from(text).length;
-  }
-
-  function plural(count, word) {
-    return `${count} ${word}${count === 1 ? "" : "s"}`;
-  }
-
-  function newClientId() {
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  function formatTime(iso) {
-    const date = new Date(iso);
-    if (Number.isNaN(date.getTime())) return "";
-    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    const today = new Date().toDateString() === date.toDateString();
-    return today ? time : `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
-  }
-
-  // --- Markdown: marked with raw HTML shown as text, then DOMPurify --------------------
-
-  const markdown = new window.marked.Marked({
-    gfm: true,
-    breaks: true,
-    renderer: {
-      // Raw HTML in a reply is shown as the text it is (escaped by marked's own renderer).
-      html(token) {
-        const text = { type: "text", raw: token.raw, text: token.text, escaped: false };
-        return token.block ? this.paragraph({ tokens: [text] }) : this.text(text);
-      },
-      // Images would load from anywhere: show them as links instead.
-      image(token) {
-        const label = token.text || token.href;
-        const tokens = [{ type: "text", raw: label, text: label, escaped: false }];
-        return this.link({ href: token.href, title: token.title, tokens });
-      },
-    },
-  });
-
-  const PURIFY_OPTIONS = {
-    RETURN_DOM_FRAGMENT: true,
-    FORBID_TAGS: ["style", "img", "form", "input", "button", "textarea", "select", "iframe"],
-    FORBID_ATTR: ["style"],
-  };
-
-  window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-    if (node.tagName === "A" && node.hasAttribute("href")) {
-      node.setAttribute("target", "_blank");
-      node.setAttribute("rel", "noopener noreferrer nofollow");
-    }
-  });
-
-  function renderMarkdown(target, text) {
-    const fragment = window.DOMPurify.sanitize(markdown.parse(text), PURIFY_OPTIONS);
-    target.replaceChildren(fragment);
-  }
-
   // --- views and status --------------------------------------------------------------------
 
   function showView(view) {
@@ -163,12 +93,8 @@
     ui.connLabel.textContent = CONNECTION_LABELS[kind];
   }
 
-  function toast(text, { kind = "info", ms = TOAST_MS } = {}) {
-    const item = document.createElement("p");
-    item.className = `toast toast--${kind}`;
-    item.textContent = text;
-    ui.toasts.append(item);
-    setTimeout(() => item.remove(), ms);
+  function toast(text, options) {
+    shared.toast(ui.toasts, text, options);
   }
 
   function showExpired() {
@@ -185,7 +111,7 @@
   // --- message entries ---------------------------------------------------------------------
 
   function createEntry(key, role, sort, data) {
-    const el = ui.template.content.firstElementChild.cloneNode(true);
+    const el = shared.cloneTemplate(ui.template);
     el.classList.add(`msg--${role}`);
     el.dataset.role = role;
     el.querySelector(".msg__who").textContent = role === "user" ? "You said:" : "The assistant said:";
@@ -285,17 +211,9 @@
     else if (entry.text) renderMarkdown(body, entry.text);
     else body.replaceChildren();
     el.querySelector(".msg__typing").hidden = !busy;
-    renderTime(el, data.created_at);
+    shared.renderMessageTime(el, data.created_at);
     el.querySelector(".msg__state").textContent = stateLabel(entry);
     renderError(entry);
-  }
-
-  function renderTime(el, iso) {
-    const time = el.querySelector(".msg__time");
-    if (!iso || time.dateTime === iso) return;
-    time.dateTime = iso;
-    time.textContent = formatTime(iso);
-    time.title = new Date(iso).toLocaleString();
   }
 
   function stateLabel(entry) {
@@ -471,53 +389,24 @@
   }
 
   function socketUrl() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const after = resumeAfter();
-    const query = after === null ? "" : `?after=${after}`;
-    return `${scheme}//${location.host}${config.socketPath}${encodeURIComponent(state.token)}${query}`;
+    return shared.socketUrl(`${config.socketPath}${encodeURIComponent(state.token)}`, after === null ? "" : { after });
   }
 
   function connect() {
     clearTimeout(state.reconnectTimer);
     if (!state.token || state.gone) return;
     const url = socketUrl();
-    const socket = new WebSocket(url);
     state.socketUrls.push(url);
-    state.socket = socket;
     state.ready = false;
-    setConnection(state.attempts ? reconnectingState() : "connecting");
-    socket.addEventListener("message", (event) => {
-      if (socket !== state.socket) return;
-      state.lastFrameAt = Date.now();
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      handleFrame(frame);
-    });
-    socket.addEventListener("open", () => {
-      if (socket === state.socket) startHeartbeat();
-    });
-    socket.addEventListener("close", (event) => {
-      if (socket === state.socket) socketLost(event.code);
-    });
-  }
-
-  function reconnectingState() {
-    const offline = navigator.onLine === false || state.attempts > OFFLINE_AFTER_ATTEMPTS;
-    return offline ? "offline" : "reconnecting";
+    setConnection(state.attempts ? shared.waitingState(state.attempts) : "connecting");
+    shared.openSocket(state, url, { onFrame: handleFrame, onLost: socketLost });
   }
 
   /** Forget the current socket (its late events are ignored) and close it. */
   function stopSocket() {
-    clearTimeout(state.reconnectTimer);
-    clearInterval(state.heartbeatTimer);
-    const socket = state.socket;
-    state.socket = null;
+    shared.closeSocket(state);
     state.ready = false;
-    if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000);
   }
 
   function socketLost(code) {
@@ -535,25 +424,9 @@
 
   function scheduleReconnect() {
     state.attempts += 1;
-    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (state.attempts - 1));
-    const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
-    const delay = Math.max(jittered, state.holdUntil - Date.now());
-    setConnection(reconnectingState());
+    const delay = shared.backoffDelay(state.attempts, state.holdUntil);
+    setConnection(shared.waitingState(state.attempts));
     state.reconnectTimer = setTimeout(connect, delay);
-  }
-
-  function startHeartbeat() {
-    clearInterval(state.heartbeatTimer);
-    state.lastFrameAt = Date.now();
-    state.heartbeatTimer = setInterval(() => {
-      const socket = state.socket;
-      if (!socket || socket.readyState !== WebSocket.OPEN) return;
-      if (Date.now() - state.lastFrameAt > PING_EVERY_MS + PONG_TIMEOUT_MS) {
-        socketLost(1006); // no answer to the last ping: the connection is dead
-        return;
-      }
-      socket.send(JSON.stringify({ type: "ping" }));
-    }, PING_EVERY_MS);
   }
 
   function sendFrame(frame) {
@@ -577,7 +450,7 @@
 
   function submitMessage(text) {
     state.lastRefreshAt = Date.now(); // a stored message extends the session too
-    const clientId = newClientId();
+    const clientId = shared.randomId();
     state.localSeq += 1;
     withScroll(() => {
       const entry = createEntry(`c:${clientId}`, "user", LOCAL_SORT_BASE + state.localSeq, {
@@ -611,22 +484,13 @@
     const text = composerText();
     const length = codePoints(text);
     const max = config.maxMessageChars;
-    const over = length > max;
+    const over = shared.renderCounter(ui.counter, length, max);
     ui.send.disabled = !text.trim() || over || state.gone;
-    ui.counter.hidden = length < max * COUNTER_FROM;
-    ui.counter.dataset.level = over ? "over" : length >= max * COUNTER_WARN ? "warn" : "near";
-    ui.counter.textContent = over
-      ? `${plural(length - max, "character")} over the ${max}-character limit`
-      : `${max - length} of ${max} characters left`;
     growComposer();
   }
 
   function growComposer() {
-    withScroll(() => {
-      const most = Math.min(COMPOSER_MAX_PX, window.innerHeight * COMPOSER_MAX_SHARE);
-      ui.input.style.height = "auto";
-      ui.input.style.height = `${Math.min(ui.input.scrollHeight, most)}px`;
-    });
+    withScroll(() => shared.growTextarea(ui.input));
   }
 
   function trySend() {
@@ -777,8 +641,7 @@
     });
     ui.input.addEventListener("input", updateComposer);
     ui.input.addEventListener("keydown", (event) => {
-      const plainEnter = event.key === "Enter" && !event.shiftKey && !event.altKey;
-      if (plainEnter && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+      if (shared.isSendKey(event)) {
         event.preventDefault();
         trySend();
       }

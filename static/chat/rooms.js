@@ -11,6 +11,9 @@
 (function () {
   "use strict";
 
+  const shared = window.chatsite;
+  const { codePoints, plural, randomId, renderMarkdown } = shared;
+  const clone = shared.cloneTemplate;
   const config = JSON.parse(document.getElementById("rooms-config").textContent);
 
   const STORAGE_NAME = "chatsite.rooms.name";
@@ -18,19 +21,10 @@
   const STORAGE_OPEN = "chatsite.rooms.open"; // slugs of the open rooms, in tab order
   const STORAGE_ACTIVE = "chatsite.rooms.active";
   const STORAGE_READ = "chatsite.rooms.read"; // slug -> the last message id seen there
-  const RECONNECT_BASE_MS = 500;
-  const RECONNECT_MAX_MS = 15000;
-  const OFFLINE_AFTER_ATTEMPTS = 4;
   const PING_EVERY_MS = config.pingEveryMs;
-  const PONG_TIMEOUT_MS = 10000;
   const TYPING_SHOW_MS = 3000;
   const TYPING_SEND_EVERY_MS = 2000;
   const DIRECTORY_EVERY_MS = 15000;
-  const TOAST_MS = 6000;
-  const COUNTER_FROM = 0.8; // show the counter from 80% of the limit
-  const COUNTER_WARN = 0.95;
-  const COMPOSER_MAX_PX = 200;
-  const COMPOSER_MAX_SHARE = 0.3;
   const LOCAL_SORT_BASE = 1e15; // unsent messages sort after every stored one
   const UNSETTLED = new Set(["pending", "streaming", "failed"]);
   const SLUG = /^[a-z0-9][a-z0-9_-]{0,49}$/;
@@ -99,32 +93,6 @@
 
   // --- small helpers -----------------------------------------------------------------------
 
-  function codePoints(text) {
-    return Array.from(text).length;
-  }
-
-  function plural(count, word) {
-    return `${count} ${word}${count === 1 ? "" : "s"}`;
-  }
-
-  function randomId() {
-    const bytes = new Uint8Array(16);
-    crypto.getRandomValues(bytes);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
-  function clone(template) {
-    return template.content.firstElementChild.cloneNode(true);
-  }
-
-  function formatTime(iso) {
-    const date = new Date(iso);
-    if (Number.isNaN(date.getTime())) return "";
-    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    const today = new Date().toDateString() === date.toDateString();
-    return today ? time : `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
-  }
-
   function readJson(key, fallback) {
     try {
       const value = JSON.parse(localStorage.getItem(key));
@@ -134,47 +102,8 @@
     }
   }
 
-  function toast(text, { kind = "info", ms = TOAST_MS } = {}) {
-    const item = document.createElement("p");
-    item.className = `toast toast--${kind}`;
-    item.textContent = text;
-    ui.toasts.append(item);
-    setTimeout(() => item.remove(), ms);
-  }
-
-  // --- Markdown for the assistant: marked with raw HTML shown as text, then DOMPurify ---------
-
-  const markdown = new window.marked.Marked({
-    gfm: true,
-    breaks: true,
-    renderer: {
-      html(token) {
-        const text = { type: "text", raw: token.raw, text: token.text, escaped: false };
-        return token.block ? this.paragraph({ tokens: [text] }) : this.text(text);
-      },
-      image(token) {
-        const label = token.text || token.href;
-        const tokens = [{ type: "text", raw: label, text: label, escaped: false }];
-        return this.link({ href: token.href, title: token.title, tokens });
-      },
-    },
-  });
-
-  const PURIFY_OPTIONS = {
-    RETURN_DOM_FRAGMENT: true,
-    FORBID_TAGS: ["style", "img", "form", "input", "button", "textarea", "select", "iframe"],
-    FORBID_ATTR: ["style"],
-  };
-
-  window.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-    if (node.tagName === "A" && node.hasAttribute("href")) {
-      node.setAttribute("target", "_blank");
-      node.setAttribute("rel", "noopener noreferrer nofollow");
-    }
-  });
-
-  function renderMarkdown(target, text) {
-    target.replaceChildren(window.DOMPurify.sanitize(markdown.parse(text), PURIFY_OPTIONS));
+  function toast(text, options) {
+    shared.toast(ui.toasts, text, options);
   }
 
   // --- rooms: state and DOM ------------------------------------------------------------------
@@ -575,17 +504,9 @@
     else if (entry.text) renderMarkdown(body, entry.text);
     else body.replaceChildren();
     el.querySelector(".msg__typing").hidden = !busy;
-    renderTime(el, data.created_at);
+    shared.renderMessageTime(el, data.created_at);
     el.querySelector(".msg__state").textContent = stateLabel(room, entry);
     renderError(room, entry, role);
-  }
-
-  function renderTime(el, iso) {
-    const time = el.querySelector(".msg__time");
-    if (!iso || time.dateTime === iso) return;
-    time.dateTime = iso;
-    time.textContent = formatTime(iso);
-    time.title = new Date(iso).toLocaleString();
   }
 
   function stateLabel(room, entry) {
@@ -882,55 +803,31 @@
   }
 
   function socketUrl(room) {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const params = new URLSearchParams({ name: state.name, client: state.clientId });
     const after = resumeAfter(room);
     if (after !== null) params.set("after", String(after));
-    return `${scheme}//${location.host}${config.socketPath}${encodeURIComponent(room.slug)}?${params}`;
+    return shared.socketUrl(`${config.socketPath}${encodeURIComponent(room.slug)}`, params);
   }
 
   function connect(room) {
     clearTimeout(room.reconnectTimer);
     if (room.closed || room.problem || !state.name) return;
     const url = socketUrl(room);
-    const socket = new WebSocket(url);
     room.socketUrls.push(url);
-    room.socket = socket;
     room.ready = false;
     room.closeFrame = null;
-    setConnection(room, room.attempts ? reconnectingState(room) : "connecting");
-    socket.addEventListener("message", (event) => {
-      if (socket !== room.socket) return;
-      room.lastFrameAt = Date.now();
-      let frame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      handleFrame(room, frame);
+    setConnection(room, room.attempts ? shared.waitingState(room.attempts) : "connecting");
+    shared.openSocket(room, url, {
+      onFrame: (frame) => handleFrame(room, frame),
+      onLost: (code) => socketLost(room, code),
+      pingEveryMs: PING_EVERY_MS,
     });
-    socket.addEventListener("open", () => {
-      if (socket === room.socket) startHeartbeat(room);
-    });
-    socket.addEventListener("close", (event) => {
-      if (socket === room.socket) socketLost(room, event.code);
-    });
-  }
-
-  function reconnectingState(room) {
-    const offline = navigator.onLine === false || room.attempts > OFFLINE_AFTER_ATTEMPTS;
-    return offline ? "offline" : "reconnecting";
   }
 
   /** Forget the room's socket (its late events are ignored) and close it. */
   function stopSocket(room) {
-    clearTimeout(room.reconnectTimer);
-    clearInterval(room.heartbeatTimer);
-    const socket = room.socket;
-    room.socket = null;
+    shared.closeSocket(room);
     room.ready = false;
-    if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000);
   }
 
   function socketLost(room, code) {
@@ -962,25 +859,9 @@
 
   function scheduleReconnect(room) {
     room.attempts += 1;
-    const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (room.attempts - 1));
-    const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
-    const delay = Math.max(jittered, room.holdUntil - Date.now());
-    setConnection(room, reconnectingState(room));
+    const delay = shared.backoffDelay(room.attempts, room.holdUntil);
+    setConnection(room, shared.waitingState(room.attempts));
     room.reconnectTimer = setTimeout(() => connect(room), delay);
-  }
-
-  function startHeartbeat(room) {
-    clearInterval(room.heartbeatTimer);
-    room.lastFrameAt = Date.now();
-    room.heartbeatTimer = setInterval(() => {
-      const socket = room.socket;
-      if (!socket || socket.readyState !== WebSocket.OPEN) return;
-      if (Date.now() - room.lastFrameAt > PING_EVERY_MS + PONG_TIMEOUT_MS) {
-        socketLost(room, 1006); // no answer to the last ping: the connection is dead
-        return;
-      }
-      socket.send(JSON.stringify({ type: "ping" }));
-    }, PING_EVERY_MS);
   }
 
   function sendFrame(room, frame) {
@@ -1045,24 +926,15 @@
     const text = ui.input.value;
     const length = codePoints(text);
     const max = config.maxMessageChars;
-    const over = length > max;
+    const over = shared.renderCounter(ui.counter, length, max);
     ui.send.disabled = !room || !!room.problem || !text.trim() || over;
     ui.input.disabled = !!(room && room.problem);
-    ui.counter.hidden = length < max * COUNTER_FROM;
-    ui.counter.dataset.level = over ? "over" : length >= max * COUNTER_WARN ? "warn" : "near";
-    ui.counter.textContent = over
-      ? `${plural(length - max, "character")} over the ${max}-character limit`
-      : `${max - length} of ${max} characters left`;
     growComposer();
   }
 
   function growComposer() {
     const room = activeRoom();
-    const resize = () => {
-      const most = Math.min(COMPOSER_MAX_PX, window.innerHeight * COMPOSER_MAX_SHARE);
-      ui.input.style.height = "auto";
-      ui.input.style.height = `${Math.min(ui.input.scrollHeight, most)}px`;
-    };
+    const resize = () => shared.growTextarea(ui.input);
     if (room) withScroll(room, resize);
     else resize();
   }
@@ -1252,8 +1124,7 @@
       noteTyping();
     });
     ui.input.addEventListener("keydown", (event) => {
-      const plainEnter = event.key === "Enter" && !event.shiftKey && !event.altKey;
-      if (plainEnter && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+      if (shared.isSendKey(event)) {
         event.preventDefault();
         trySend();
       }

@@ -1,15 +1,11 @@
-/* Shared by the sensor pages: the live socket (reconnect with backoff and jitter, heartbeat,
- * status indicator) and text formatting. Sensor-provided text (names, descriptions, metric
+/* Shared by the sensor pages (on top of static/common/realtime.js, window.chatsite): the live
+ * socket (reconnect with backoff and jitter, heartbeat, status indicator) and sensor formatting. Sensor-provided text (names, descriptions, metric
  * names, units) only ever reaches the page through textContent.
  */
 (function () {
   "use strict";
 
-  const RECONNECT_BASE_MS = 500;
-  const RECONNECT_MAX_MS = 15000;
-  const OFFLINE_AFTER_ATTEMPTS = 4;
-  const PING_EVERY_MS = 25000;
-  const PONG_TIMEOUT_MS = 10000;
+  const shared = window.chatsite;
 
   const CONNECTION_LABELS = {
     idle: "Not connected",
@@ -49,8 +45,8 @@
       this.finalCodes = new Set(finalCodes);
       this.socket = null;
       this.attempts = 0;
-      this.timer = null;
-      this.heartbeat = null;
+      this.reconnectTimer = null;
+      this.heartbeatTimer = null;
       this.lastFrameAt = 0;
       this.lastError = null;
       this.healthy = false;
@@ -77,58 +73,35 @@
     }
 
     connect() {
-      clearTimeout(this.timer);
+      clearTimeout(this.reconnectTimer);
       if (this.ended) return;
       const url = this.url();
-      const socket = new WebSocket(url);
       this.urls.push(url);
-      this.socket = socket;
       this.healthy = false;
       this.lastError = null;
-      this.onState(this.attempts ? this.waitingState() : "connecting");
-      socket.addEventListener("message", (event) => {
-        if (socket !== this.socket) return;
-        this.lastFrameAt = Date.now();
-        let frame;
-        try {
-          frame = JSON.parse(event.data);
-        } catch {
-          return;
-        }
-        if (!frame || typeof frame !== "object") return;
-        if (frame.type === "error") {
-          this.lastError = frame;
-          return;
-        }
-        if (frame.type === "pong") return;
-        if (!this.healthy) {
-          this.healthy = true;
-          this.attempts = 0;
-          this.onState("connected");
-        }
-        this.onFrame(frame);
-      });
-      socket.addEventListener("open", () => {
-        if (socket === this.socket) this.startHeartbeat();
-      });
-      socket.addEventListener("close", (event) => {
-        if (socket === this.socket) this.lost(event.code);
-      });
+      this.onState(this.attempts ? shared.waitingState(this.attempts) : "connecting");
+      shared.openSocket(this, url, { onFrame: (frame) => this.frame(frame), onLost: (code) => this.lost(code) });
     }
 
-    waitingState() {
-      const offline = navigator.onLine === false || this.attempts > OFFLINE_AFTER_ATTEMPTS;
-      return offline ? "offline" : "reconnecting";
+    frame(frame) {
+      if (!frame || typeof frame !== "object") return;
+      if (frame.type === "error") {
+        this.lastError = frame;
+        return;
+      }
+      if (frame.type === "pong") return;
+      if (!this.healthy) {
+        this.healthy = true;
+        this.attempts = 0;
+        this.onState("connected");
+      }
+      this.onFrame(frame);
     }
 
     /** Forget the current socket (its late events are ignored) and close it. */
     drop() {
-      clearTimeout(this.timer);
-      clearInterval(this.heartbeat);
-      const socket = this.socket;
-      this.socket = null;
+      shared.closeSocket(this);
       this.healthy = false;
-      if (socket && socket.readyState <= WebSocket.OPEN) socket.close(1000);
     }
 
     lost(code) {
@@ -142,25 +115,9 @@
       }
       if (code === 4400) this.onBadRequest(error);
       this.attempts += 1;
-      const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (this.attempts - 1));
-      const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
-      const delay = Math.max(jittered, this.holdUntil - Date.now());
-      this.onState(this.waitingState());
-      this.timer = setTimeout(() => this.connect(), delay);
-    }
-
-    startHeartbeat() {
-      clearInterval(this.heartbeat);
-      this.lastFrameAt = Date.now();
-      this.heartbeat = setInterval(() => {
-        const socket = this.socket;
-        if (!socket || socket.readyState !== WebSocket.OPEN) return;
-        if (Date.now() - this.lastFrameAt > PING_EVERY_MS + PONG_TIMEOUT_MS) {
-          this.lost(1006); // no answer to the last ping: the connection is dead
-          return;
-        }
-        socket.send(JSON.stringify({ type: "ping" }));
-      }, PING_EVERY_MS);
+      const delay = shared.backoffDelay(this.attempts, this.holdUntil);
+      this.onState(shared.waitingState(this.attempts));
+      this.reconnectTimer = setTimeout(() => this.connect(), delay);
     }
 
     /** Test hook: drop the socket as a network failure would; no reconnect before holdMs. */
@@ -170,11 +127,31 @@
     }
   }
 
-  /** The page's WebSocket URL for a path on this origin. */
-  function socketUrl(path, query) {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const search = query ? `?${new URLSearchParams(query)}` : "";
-    return `${scheme}//${location.host}${path}${search}`;
+  /** A banner above the page's content, from nodes and strings (never HTML); empty hides it. */
+  function bannerShower(banner) {
+    return function showBanner(content) {
+      banner.replaceChildren(...content);
+      banner.hidden = content.length === 0;
+    };
+  }
+
+  /**
+   * The LiveSocket's onEnd: asks to log in (4401), lets `otherCode` explain other codes
+   * (true when it did), or shows the server's reason.
+   */
+  function endedHandler({ showBanner, setConnection, loginUrl, watching, otherCode }) {
+    return function ended(code, error) {
+      if (code === 4401) {
+        const link = document.createElement("a");
+        link.href = `${loginUrl}?next=${encodeURIComponent(location.pathname)}`;
+        link.textContent = "Log in";
+        showBanner([link, ` to watch ${watching}.`]);
+        setConnection("ended", "Login required");
+        return;
+      }
+      if (otherCode && otherCode(code, error)) return;
+      showBanner([(error && error.message) || "The server closed the connection."]);
+    };
   }
 
   /** Stream ids ("<ms>-<seq>") compared as numbers. */
@@ -233,10 +210,7 @@
   }
 
   function formatDateTime(date) {
-    if (!date) return "";
-    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-    const today = new Date().toDateString() === date.toDateString();
-    return today ? time : `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
+    return date ? shared.formatClock(date, { seconds: true }) : "";
   }
 
   /** Fill a <time> element: relative text, the exact moment as datetime and tooltip. */
@@ -268,15 +242,13 @@
     return name ? `${name}: ${condition}` : condition;
   }
 
-  function plural(count, word) {
-    return `${count} ${word}${count === 1 ? "" : "s"}`;
-  }
-
   window.sensorsCommon = {
     readConfig,
     connectionIndicator,
     LiveSocket,
-    socketUrl,
+    bannerShower,
+    endedHandler,
+    socketUrl: shared.socketUrl,
     compareIds,
     formatValue,
     metricLabel,
@@ -286,6 +258,6 @@
     renderTime,
     alertCondition,
     alertTitle,
-    plural,
+    plural: shared.plural,
   };
 })();

@@ -248,22 +248,8 @@
     },
   };
 
-  function showBanner(content) {
-    ui.banner.replaceChildren(...content);
-    ui.banner.hidden = content.length === 0;
-  }
-
-  function ended(code, error) {
-    if (code === 4401) {
-      const link = document.createElement("a");
-      link.href = `${config.loginUrl}?next=${encodeURIComponent(location.pathname)}`;
-      link.textContent = "Log in";
-      showBanner([link, " to watch the sensors."]);
-      setConnection("ended", "Login required");
-      return;
-    }
-    showBanner([(error && error.message) || "The server closed the connection."]);
-  }
+  const showBanner = common.bannerShower(ui.banner);
+  const ended = common.endedHandler({ showBanner, setConnection, loginUrl: config.loginUrl, watching: "the sensors" });
 
   const socket = new common.LiveSocket({
     url: () => common.socketUrl(config.socketPath),

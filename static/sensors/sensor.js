@@ -579,27 +579,19 @@
     return { after: state.lastId !== null ? state.lastId : String(Date.now() - LIVE_SPAN_MS) };
   }
 
-  function showBanner(content) {
-    ui.banner.replaceChildren(...content);
-    ui.banner.hidden = content.length === 0;
-  }
-
-  function ended(code, error) {
-    if (code === 4401) {
-      const link = document.createElement("a");
-      link.href = `${config.loginUrl}?next=${encodeURIComponent(location.pathname)}`;
-      link.textContent = "Log in";
-      showBanner([link, " to watch this sensor."]);
-      setConnection("ended", "Login required");
-      return;
-    }
-    if (code === 4404) {
+  const showBanner = common.bannerShower(ui.banner);
+  const ended = common.endedHandler({
+    showBanner,
+    setConnection,
+    loginUrl: config.loginUrl,
+    watching: "this sensor",
+    otherCode(code) {
+      if (code !== 4404) return false;
       showBanner(["This sensor no longer exists."]);
       setConnection("ended", "Sensor removed");
-      return;
-    }
-    showBanner([(error && error.message) || "The server closed the connection."]);
-  }
+      return true;
+    },
+  });
 
   const socket = new common.LiveSocket({
     url: () => common.socketUrl(config.socketPath, resumeQuery()),
