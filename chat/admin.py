@@ -12,6 +12,7 @@ from django.utils.text import Truncator
 from chat.models import ChatMessage, ChatSession
 from chat.serializers import message_data
 from chat.services import chat_sessions_expire
+from chatsite.admin_mixins import ReadOnlyAdminMixin
 from chatsite.credentials import PREFIX_CHARS, credential_hash
 
 SHORT_TEXT_CHARS = 80
@@ -137,7 +138,7 @@ def transcript(session: ChatSession) -> dict[str, Any]:
 
 
 @admin.register(ChatMessage)
-class ChatMessageAdmin(admin.ModelAdmin):
+class ChatMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every message, read-only; filter by status to find failed replies."""
 
     list_display = ["id", "session", "role", "status", "created_at", "short_text"]
@@ -150,12 +151,6 @@ class ChatMessageAdmin(admin.ModelAdmin):
         "next_attempt_at", "error",
     ]  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="text")
     def short_text(self, message: ChatMessage) -> str:

@@ -9,7 +9,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
@@ -20,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from chatsite.admin_mixins import LiveStateAdminMixin, ReadOnlyAdminMixin
 from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor
 from sensors.selectors import sensor_state
 from sensors.services import sensor_create, sensor_deactivate, sensor_key_rotate
@@ -80,8 +80,14 @@ class SensorAddForm(SensorForm):
 
 
 @admin.register(Sensor)
-class SensorAdmin(admin.ModelAdmin):
+class SensorAdmin(LiveStateAdminMixin, admin.ModelAdmin):
     """Sensors with their live state; create them, rotate their keys or deactivate them."""
+
+    live_attribute = "_live_state"
+    live_unavailable = "Redis is unavailable: online state unknown."
+
+    def live_state(self, slugs: list[str]) -> dict[str, Any]:
+        return sensor_state(slugs=slugs)
 
     form = SensorForm
     add_form = SensorAddForm
@@ -133,24 +139,6 @@ class SensorAdmin(admin.ModelAdmin):
                 "The key of sensor “{}” is <code>{}</code>. {}", obj.slug, key, KEY_SHOWN_ONCE
             )
             self.message_user(request, message, messages.WARNING)
-        return response
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        """The list, with every shown sensor's live state read in one Redis round trip."""
-        response = super().changelist_view(request, extra_context)
-        context = getattr(response, "context_data", None) or {}
-        if "cl" in context:
-            sensors = list(context["cl"].result_list)  # the very objects the rows show
-            try:
-                states = sensor_state(slugs=[s.slug for s in sensors])
-            except redis.RedisError:
-                logger.warning("Redis unavailable: sensors' online state not shown", exc_info=True)
-                self.message_user(
-                    request, "Redis is unavailable: online state unknown.", messages.WARNING
-                )
-                states = {}
-            for sensor in sensors:
-                sensor._live_state = states.get(sensor.slug)
         return response
 
     @admin.display(description="online", boolean=True)
@@ -210,7 +198,7 @@ class SensorAdmin(admin.ModelAdmin):
 
 
 @admin.register(Reading)
-class ReadingAdmin(admin.ModelAdmin):
+class ReadingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The stored history, one metric value a row, read-only."""
 
     list_display = ["sensor", "stream_id", "ts", "metric", "value"]
@@ -221,12 +209,6 @@ class ReadingAdmin(admin.ModelAdmin):
     show_full_result_count = False
     fields = ["sensor", "stream_id", "ts", "ts_ms", "metric", "value"]
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="time", ordering="ts_ms")
     def ts(self, reading: Reading) -> datetime | None:

@@ -9,7 +9,6 @@ characters.
 import logging
 from typing import Any
 
-import redis
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
@@ -20,6 +19,7 @@ from django.utils.text import Truncator
 from chat.rooms.models import ApiToken, Room, RoomMessage
 from chat.rooms.presence import presence_counts
 from chat.rooms.services import api_token_create, room_messages_delete
+from chatsite.admin_mixins import LiveStateAdminMixin, ReadOnlyAdminMixin
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,14 @@ TOKEN_SHOWN_ONCE = "Copy it now: it is shown only this once and cannot be shown 
 
 
 @admin.register(Room)
-class RoomAdmin(admin.ModelAdmin):
+class RoomAdmin(LiveStateAdminMixin, admin.ModelAdmin):
     """Rooms with how many members are online now and how many messages they hold."""
+
+    live_attribute = "_online"
+    live_unavailable = "Redis is unavailable: online counts unknown."
+
+    def live_state(self, slugs: list[str]) -> dict[str, Any]:
+        return presence_counts(slugs=slugs)
 
     list_display = ["slug", "title", "capacity", "private", "online", "message_count", "created_at"]
     search_fields = ["slug", "title"]
@@ -52,24 +58,6 @@ class RoomAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).annotate(_message_count=Count("messages"))
-
-    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        """The list, with the online counts of every shown room read in one Redis round trip."""
-        response = super().changelist_view(request, extra_context)
-        context = getattr(response, "context_data", None) or {}
-        if "cl" in context:
-            rooms = list(context["cl"].result_list)  # the very objects the rows show
-            try:
-                counts = presence_counts(slugs=[r.slug for r in rooms])
-            except redis.RedisError:
-                logger.warning("Redis unavailable: rooms' online counts not shown", exc_info=True)
-                self.message_user(
-                    request, "Redis is unavailable: online counts unknown.", messages.WARNING
-                )
-                counts = {}
-            for room in rooms:
-                room._online = counts.get(room.slug)
-        return response
 
     @admin.display(description="private", boolean=True, ordering="capacity")
     def private(self, room: Room) -> bool:
@@ -94,7 +82,7 @@ class RoomAdmin(admin.ModelAdmin):
 
 
 @admin.register(RoomMessage)
-class RoomMessageAdmin(admin.ModelAdmin):
+class RoomMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every room message, read-only; deleting removes it live from members' views."""
 
     list_display = ["id", "room", "author", "status", "created_at", "short_text"]
@@ -107,12 +95,6 @@ class RoomMessageAdmin(admin.ModelAdmin):
         "next_attempt_at", "error",
     ]  # fmt: skip
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def delete_model(self, request: HttpRequest, obj: RoomMessage) -> None:
         """Delete one message and tell the room."""

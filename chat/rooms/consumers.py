@@ -89,13 +89,7 @@ class RoomConsumer(JsonSocketConsumer):
         # Join the group before reading history: anything later arrives live.
         await self.channel_layer.group_add(self.group, self.channel_name)
         if outcome == "joined":
-            await self.channel_layer.group_send(
-                self.group,
-                frame_event(
-                    {"type": "presence", "event": "join", "member": {"name": self.name}},
-                    skip_channel=self.channel_name,
-                ),
-            )
+            await self._announce_join()
         presence_sweeper_ensure(announce_leave)
         members = await presence_members(slug=room.slug)
         messages = await database_sync_to_async(room_messages_list)(
@@ -109,6 +103,15 @@ class RoomConsumer(JsonSocketConsumer):
                 "members": [{"name": name} for name in members],
                 "messages": [room_message_data(m) for m in messages],
             }
+        )
+
+    async def _announce_join(self) -> None:
+        await self.channel_layer.group_send(
+            self.group,
+            frame_event(
+                {"type": "presence", "event": "join", "member": {"name": self.name}},
+                skip_channel=self.channel_name,
+            ),
         )
 
     def _member_name(self) -> str:
@@ -167,13 +170,7 @@ class RoomConsumer(JsonSocketConsumer):
             )
             return
         if outcome == "joined":
-            await self.channel_layer.group_send(
-                self.group,
-                frame_event(
-                    {"type": "presence", "event": "join", "member": {"name": self.name}},
-                    skip_channel=self.channel_name,
-                ),
-            )
+            await self._announce_join()
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         """Store and broadcast a message; the sender gets an ack (the original on a repeat)."""

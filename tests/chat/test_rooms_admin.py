@@ -96,7 +96,7 @@ class RoomListTests(RoomAdminTestCase):
         failing = mock.patch(
             "chat.rooms.admin.presence_counts", side_effect=redis.ConnectionError("down")
         )
-        with failing, self.assertLogs("chat.rooms.admin", "WARNING"):
+        with failing, self.assertLogs("chatsite.admin_mixins", "WARNING"):
             response = self.get(ROOMS_URL)
         self.assertIn("Redis is unavailable: online counts unknown.", messages_shown(response))
         self.assertEqual({r._online for r in response.context["cl"].result_list}, {None})

@@ -167,7 +167,7 @@ class SensorListTests(AdminTestCase):
     def test_list_still_works_when_redis_is_down(self):
         with (
             mock.patch("sensors.admin.sensor_state", side_effect=redis.ConnectionError("down")),
-            self.assertLogs("sensors.admin", "WARNING"),
+            self.assertLogs("chatsite.admin_mixins", "WARNING"),
         ):
             response = self.get(SENSORS_URL)
         self.assertContains(response, "online state unknown")
