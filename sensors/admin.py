@@ -5,7 +5,6 @@ that follows its creation or rotation, and otherwise only the key's first charac
 """
 
 import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +23,6 @@ from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor
 from sensors.selectors import sensor_state
 from sensors.services import sensor_create, sensor_deactivate, sensor_key_rotate
 from sensors.validation import METRIC_NAME
-
-logger = logging.getLogger(__name__)
 
 SHORT_ERROR_CHARS = 80
 KEY_SHOWN_ONCE = "Copy it now: it is shown only this once and cannot be shown again."

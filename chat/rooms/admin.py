@@ -6,7 +6,6 @@ a message on the page that follows its creation, and otherwise only by its first
 characters.
 """
 
-import logging
 from typing import Any
 
 from django import forms
@@ -20,8 +19,6 @@ from chat.rooms.models import ApiToken, Room, RoomMessage
 from chat.rooms.presence import presence_counts
 from chat.rooms.services import api_token_create, room_messages_delete
 from chatsite.admin_mixins import LiveStateAdminMixin, ReadOnlyAdminMixin
-
-logger = logging.getLogger(__name__)
 
 SHORT_TEXT_CHARS = 80
 TOKEN_SHOWN_ONCE = "Copy it now: it is shown only this once and cannot be shown again."
