@@ -22,6 +22,13 @@ def get_redis() -> redis.Redis:
     return _sync[1]
 
 
+async def async_redis_close() -> None:
+    """Close the running event loop's async client (before the loop itself closes)."""
+    client = _async.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
 def get_async_redis() -> aioredis.Redis:
     """The running event loop's async client (connections belong to one loop)."""
     loop = asyncio.get_running_loop()

@@ -186,6 +186,14 @@ def presence_sweeper_ensure(on_leave: Callable[[str, str], Awaitable[None]]) -> 
         _sweepers[loop] = loop.create_task(_sweep_forever(on_leave))
 
 
+async def presence_sweeper_stop() -> None:
+    """Stop this event loop's sweeping task (a process shutting down, a test ending)."""
+    task = _sweepers.pop(asyncio.get_running_loop(), None)
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=10)
+
+
 async def _sweep_forever(on_leave: Callable[[str, str], Awaitable[None]]) -> None:
     while True:
         await asyncio.sleep(settings.ROOM_PRESENCE_SWEEP_INTERVAL)

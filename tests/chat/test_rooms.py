@@ -32,6 +32,7 @@ from tests.support.cases import (
     TIMEOUT,
     LiveServerTestCase,
     SocketTestCase,
+    loop_quiesce,
     open_socket,
     receive_until,
 )
@@ -697,9 +698,12 @@ class LiveRoomTestCase(LiveServerTestCase):
     @contextlib.asynccontextmanager
     async def sockets(self):
         """Every socket opened inside is closed on the way out, even when a test fails."""
-        async with contextlib.AsyncExitStack() as stack:
-            self.stack = stack
-            yield
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                self.stack = stack
+                yield
+        finally:
+            await loop_quiesce()
 
     async def remote(self, name: str, **params: str):
         """A member on the live server: its `websockets` connection and joined frame."""

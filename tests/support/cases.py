@@ -1,5 +1,6 @@
 """Base test cases: real Redis (emptied per test) and committed transactions."""
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -110,8 +111,26 @@ def _closing_sockets(method: Callable) -> Callable:
             for socket in self._sockets:
                 with contextlib.suppress(Exception):
                     await socket.disconnect(timeout=TIMEOUT)
+            await loop_quiesce()
 
     return wrapper
+
+
+async def loop_quiesce() -> None:
+    """Stop what this test's event loop still runs, in order and each within a bound.
+
+    Left to the loop's shutdown, every leftover task (the presence sweeper, the channel
+    layer's pub/sub readers, Redis connections) is cancelled at once, and under load that
+    once never finished.
+    """
+    from channels.layers import get_channel_layer
+
+    from chat.rooms.presence import presence_sweeper_stop
+    from chatsite.redis_clients import async_redis_close
+
+    for step in (presence_sweeper_stop(), get_channel_layer().flush(), async_redis_close()):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(step, timeout=10)
 
 
 async def open_socket(

@@ -1,5 +1,6 @@
 """Test runner: a private Redis and a private test database directory for each run."""
 
+import faulthandler
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ from django.test.utils import override_settings
 from chatsite.redis_server import EmbeddedRedis
 from tests.support.worker import stop_all_workers
 
+RUN_WATCHDOG_SECONDS = 45 * 60
+
 
 class ChatsiteTestRunner(DiscoverRunner):
     """Start Redis (embedded unless REDIS_URL is set) before the tests, stop it after.
@@ -26,6 +29,8 @@ class ChatsiteTestRunner(DiscoverRunner):
     def setup_test_environment(self, **kwargs: Any) -> None:
         # SIGTERM (timeout, CI cancelling) unwinds like Ctrl-C, so teardown still runs.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # A hung test must fail the run, with every thread's stack, long before CI's limit.
+        faulthandler.dump_traceback_later(RUN_WATCHDOG_SECONDS, exit=True)
         super().setup_test_environment(**kwargs)
         self._redis: EmbeddedRedis | None = None
         self._override: override_settings | None = None
@@ -56,6 +61,7 @@ class ChatsiteTestRunner(DiscoverRunner):
         app.conf.broker_url = url
 
     def teardown_test_environment(self, **kwargs: Any) -> None:
+        faulthandler.cancel_dump_traceback_later()
         try:
             stop_all_workers()
             if self._override is not None:
