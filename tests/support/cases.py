@@ -16,6 +16,7 @@ from django.test import TransactionTestCase
 from chatsite.asgi import application
 from chatsite.celery import app
 from chatsite.redis_clients import get_redis
+from tests.support.orphans import OrphanProofDaphneProcess
 
 ORIGIN = b"http://localhost"
 TIMEOUT = 60.0
@@ -53,6 +54,8 @@ class LiveServerTestCase(ChannelsLiveServerTestCase):
       process still holding them keeps reading, so one keeper connection stays open for
       the class and no connection is ever the last.
     """
+
+    ProtocolServerProcess = OrphanProofDaphneProcess
 
     @classmethod
     def setUpClass(cls) -> None:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from chatsite.celery import app
+from chatsite.processes import die_with_parent
 
 
 def test_database_url() -> str:
@@ -66,7 +67,7 @@ class CeleryWorker:
                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
             ],
             cwd=settings.BASE_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         _running.add(self)
         deadline = time.monotonic() + timeout
