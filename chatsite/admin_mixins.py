@@ -50,3 +50,40 @@ class LiveStateAdminMixin:
             for obj in objects:
                 setattr(obj, self.live_attribute, states.get(obj.slug))
         return response
+
+
+class SecretOnAddAdminMixin:
+    """Adds go through a service that makes a secret (a key, a token), shown once.
+
+    Subclasses implement `create_with_secret(obj)` -> (saved row, secret) and
+    `secret_message(obj, secret)` -> the HTML shown once on the next page. The secret
+    lives only on the request between save_model and response_add.
+    """
+
+    def create_with_secret(self, obj: Any) -> tuple[Any, str]:
+        raise NotImplementedError
+
+    def secret_message(self, obj: Any, secret: str) -> str:
+        raise NotImplementedError
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """A new row is made by its service (with its secret); edits save as usual."""
+        if change:
+            super().save_model(request, obj, form, change)  # type: ignore[misc]
+            return
+        row, secret = self.create_with_secret(obj)
+        for field in type(row)._meta.concrete_fields:  # the form's instance becomes the row
+            setattr(obj, field.attname, getattr(row, field.attname))
+        obj._state.adding, obj._state.db = False, row._state.db
+        request._new_secret = secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: Any, *args: Any) -> HttpResponse:
+        """The page after the add, with the secret shown this once."""
+        response = super().response_add(request, obj, *args)  # type: ignore[misc]
+        secret = getattr(request, "_new_secret", None)
+        if secret is not None:
+            del request._new_secret  # type: ignore[attr-defined]
+            self.message_user(  # type: ignore[attr-defined]
+                request, self.secret_message(obj, secret), messages.WARNING
+            )
+        return response

@@ -12,13 +12,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, F, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from chatsite.admin_mixins import LiveStateAdminMixin, ReadOnlyAdminMixin
+from chatsite.admin_mixins import (
+    LiveStateAdminMixin,
+    ReadOnlyAdminMixin,
+    SecretOnAddAdminMixin,
+)
 from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor
 from sensors.selectors import sensor_state
 from sensors.services import sensor_create, sensor_deactivate, sensor_key_rotate
@@ -77,7 +81,7 @@ class SensorAddForm(SensorForm):
 
 
 @admin.register(Sensor)
-class SensorAdmin(LiveStateAdminMixin, admin.ModelAdmin):
+class SensorAdmin(SecretOnAddAdminMixin, LiveStateAdminMixin, admin.ModelAdmin):
     """Sensors with their live state; create them, rotate their keys or deactivate them."""
 
     live_attribute = "_live_state"
@@ -113,30 +117,20 @@ class SensorAdmin(LiveStateAdminMixin, admin.ModelAdmin):
         return ["slug", *self.readonly_fields]
 
     def save_model(self, request: HttpRequest, obj: Sensor, form: Any, change: bool) -> None:
-        """A new sensor is made by sensor_create (which makes its key); edits save as usual."""
-        if change:
-            super().save_model(request, obj, form, change)
-            if "active" in form.changed_data and not obj.active:
-                sensor_deactivate(sensor=obj)  # closes connected publishers too
-            return
-        sensor, key = sensor_create(
+        """Adds make the key (shown once); unticking "active" also closes publishers."""
+        super().save_model(request, obj, form, change)
+        if change and "active" in form.changed_data and not obj.active:
+            sensor_deactivate(sensor=obj)  # closes connected publishers too
+
+    def create_with_secret(self, obj: Sensor) -> tuple[Sensor, str]:
+        return sensor_create(
             slug=obj.slug, name=obj.name, description=obj.description, units=obj.units
         )
-        for field in Sensor._meta.concrete_fields:  # the form's instance becomes the row
-            setattr(obj, field.attname, getattr(sensor, field.attname))
-        obj._state.adding, obj._state.db = False, sensor._state.db
-        request._sensor_new_key = key  # shown by response_add, kept nowhere else
 
-    def response_add(self, request: HttpRequest, obj: Sensor, *args: Any) -> HttpResponse:
-        response = super().response_add(request, obj, *args)
-        key = getattr(request, "_sensor_new_key", None)
-        if key is not None:
-            del request._sensor_new_key
-            message = format_html(
-                "The key of sensor “{}” is <code>{}</code>. {}", obj.slug, key, KEY_SHOWN_ONCE
-            )
-            self.message_user(request, message, messages.WARNING)
-        return response
+    def secret_message(self, obj: Sensor, secret: str) -> str:
+        return format_html(
+            "The key of sensor “{}” is <code>{}</code>. {}", obj.slug, secret, KEY_SHOWN_ONCE
+        )
 
     @admin.display(description="online", boolean=True)
     def online(self, sensor: Sensor) -> bool | None:

@@ -11,14 +11,18 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from chat.rooms.models import ApiToken, Room, RoomMessage
 from chat.rooms.presence import presence_counts
 from chat.rooms.services import api_token_create, room_messages_delete
-from chatsite.admin_mixins import LiveStateAdminMixin, ReadOnlyAdminMixin
+from chatsite.admin_mixins import (
+    LiveStateAdminMixin,
+    ReadOnlyAdminMixin,
+    SecretOnAddAdminMixin,
+)
 
 SHORT_TEXT_CHARS = 80
 TOKEN_SHOWN_ONCE = "Copy it now: it is shown only this once and cannot be shown again."
@@ -120,7 +124,7 @@ class ApiTokenAddForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(SecretOnAddAdminMixin, admin.ModelAdmin):
     """Tokens for integrations that post into rooms; create, rename or deactivate them."""
 
     add_form = ApiTokenAddForm
@@ -144,27 +148,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
         return [] if obj is None else self.readonly_fields
 
-    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
-        """A new token is made by api_token_create; edits save as usual."""
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        token, raw = api_token_create(name=obj.name)
-        for field in ApiToken._meta.concrete_fields:  # the form's instance becomes the row
-            setattr(obj, field.attname, getattr(token, field.attname))
-        obj._state.adding, obj._state.db = False, token._state.db
-        request._api_token_raw = raw  # shown by response_add, kept nowhere else
+    def create_with_secret(self, obj: ApiToken) -> tuple[ApiToken, str]:
+        return api_token_create(name=obj.name)
 
-    def response_add(self, request: HttpRequest, obj: ApiToken, *args: Any) -> HttpResponse:
-        response = super().response_add(request, obj, *args)
-        raw = getattr(request, "_api_token_raw", None)
-        if raw is not None:
-            del request._api_token_raw
-            message = format_html(
-                "The API token “{}” is <code>{}</code>. {}", obj.name, raw, TOKEN_SHOWN_ONCE
-            )
-            self.message_user(request, message, messages.WARNING)
-        return response
+    def secret_message(self, obj: ApiToken, secret: str) -> str:
+        return format_html(
+            "The API token “{}” is <code>{}</code>. {}", obj.name, secret, TOKEN_SHOWN_ONCE
+        )
 
     @admin.display(description="token", ordering="token_prefix")
     def token(self, token: ApiToken) -> str:
