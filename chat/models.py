@@ -4,6 +4,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from chat.message_base import AnswerableMessage
+
 
 def session_group_name(session_id: int) -> str:
     """The channel-layer group of every socket open on one session."""
@@ -36,33 +38,18 @@ class ChatSession(models.Model):
         return self.expires_at <= timezone.now()
 
 
-class ChatMessage(models.Model):
+class ChatMessage(AnswerableMessage):
     """A user message, or the assistant's reply to one."""
 
     class Role(models.TextChoices):
         USER = "user"
         ASSISTANT = "assistant"
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        STREAMING = "streaming"
-        DONE = "done"
-        FAILED = "failed"
-
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
-    text = models.TextField(blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
-    created_at = models.DateTimeField(default=timezone.now)
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
     )
-    # NULL, not "", so messages without a client_id stay out of the unique constraint.
-    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
-    # Reply generation bookkeeping: which attempt owns the row, when to try next, why it failed.
-    attempt = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -26,6 +26,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 
 from chat.errors import ChatError
+from chat.message_base import ReplyStatus
 from chat.providers import PromptMessage, ProviderError, get_provider
 from chatsite.broadcast import broadcast_sync
 from chatsite.redis_clients import get_redis
@@ -35,8 +36,12 @@ logger = logging.getLogger(__name__)
 LOCK_BUSY_RETRY_SECONDS = 1.0
 UNEXPECTED_ERROR_RETRY_SECONDS = 10
 
-# Status values, the same in every kind's model (ChatMessage.Status, RoomMessage.Status).
-PENDING, STREAMING, DONE, FAILED = "pending", "streaming", "done", "failed"
+PENDING, STREAMING, DONE, FAILED = (
+    ReplyStatus.PENDING,
+    ReplyStatus.STREAMING,
+    ReplyStatus.DONE,
+    ReplyStatus.FAILED,
+)
 UNSETTLED = [PENDING, STREAMING]
 
 

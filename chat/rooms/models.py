@@ -5,6 +5,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from chat.message_base import AnswerableMessage
+
 ASSISTANT_NAME = "assistant"
 
 
@@ -43,29 +45,14 @@ class Room(models.Model):
         return self.capacity == 2
 
 
-class RoomMessage(models.Model):
+class RoomMessage(AnswerableMessage):
     """A message in a room; the assistant's carry the message they answer and a status."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        STREAMING = "streaming"
-        DONE = "done"
-        FAILED = "failed"
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     author = models.CharField(max_length=80)
-    text = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
-    # NULL, not "", so messages without a client_id stay out of the unique constraint.
-    client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
-    # Reply generation bookkeeping, as for the assistant chat.
-    attempt = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["id"]
