@@ -1,28 +1,41 @@
 """Fixed-window rate limits kept in Redis, so they hold across sockets and processes."""
 
 import time
+from dataclasses import dataclass
 
 from chatsite.errors import AppError
 from chatsite.redis_clients import get_async_redis, get_redis
 
-# Count `cost` events unless that would pass the limit, in one round trip; a refused
-# request is not counted. Windows are aligned to the clock. Returns 1 (allowed) or 0.
-_SCRIPT = """
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-local cost = tonumber(ARGV[2])
-if count + cost > tonumber(ARGV[3]) then return 0 end
-if redis.call('INCRBY', KEYS[1], cost) == cost then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 1
+# rate_take(key, window_ms, cost, limit): count `cost` events unless that would pass the
+# limit; a refused request is not counted. Returns 1 (allowed) or 0. Other scripts include
+# it to take from a limit in the same round trip as their own work.
+RATE_TAKE_LUA = """
+local function rate_take(key, window_ms, cost, limit)
+  local count = tonumber(redis.call('GET', key) or '0')
+  cost = tonumber(cost)
+  if count + cost > tonumber(limit) then return 0 end
+  if redis.call('INCRBY', key, cost) == cost then redis.call('PEXPIRE', key, window_ms) end
+  return 1
+end
 """
+_SCRIPT = RATE_TAKE_LUA + "return rate_take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
 
 
-def _key(scope: str, subject: str, window: int, now: float) -> str:
-    return f"ratelimit:{scope}:{subject}:{int(now) // window}"
+@dataclass(frozen=True)
+class RateWindow:
+    """The current fixed window (aligned to the clock) of one subject's limit."""
 
+    key: str
+    window: int
+    now: float
 
-def _verdict(allowed: int, window: int, now: float) -> None:
-    if not int(allowed):
-        retry_after = window - (now % window)
+    @property
+    def window_ms(self) -> int:
+        return self.window * 1000
+
+    def refuse(self) -> None:
+        """Raise the rate_limited error, with the time left in this window."""
+        retry_after = self.window - (self.now % self.window)
         raise AppError(
             "rate_limited",
             f"Too many requests; try again in {max(1, round(retry_after))} s.",
@@ -31,19 +44,23 @@ def _verdict(allowed: int, window: int, now: float) -> None:
         )
 
 
+def rate_window(*, scope: str, subject: str, window: int) -> RateWindow:
+    """The window a request made now counts in."""
+    now = time.time()
+    return RateWindow(f"ratelimit:{scope}:{subject}:{int(now) // window}", window, now)
+
+
 def rate_limit_check(*, scope: str, subject: str, limit: int, window: int, cost: int = 1) -> None:
     """Count `cost` events for subject; raise AppError(rate_limited) past limit per window."""
-    now = time.time()
-    key = _key(scope, subject, window, now)
-    allowed = get_redis().eval(_SCRIPT, 1, key, window * 1000, cost, limit)
-    _verdict(allowed, window, now)
+    win = rate_window(scope=scope, subject=subject, window=window)
+    if not int(get_redis().eval(_SCRIPT, 1, win.key, win.window_ms, cost, limit)):
+        win.refuse()
 
 
 async def rate_limit_check_async(
     *, scope: str, subject: str, limit: int, window: int, cost: int = 1
 ) -> None:
     """Async form of rate_limit_check, for consumers."""
-    now = time.time()
-    key = _key(scope, subject, window, now)
-    allowed = await get_async_redis().eval(_SCRIPT, 1, key, window * 1000, cost, limit)
-    _verdict(allowed, window, now)
+    win = rate_window(scope=scope, subject=subject, window=window)
+    if not int(await get_async_redis().eval(_SCRIPT, 1, win.key, win.window_ms, cost, limit)):
+        win.refuse()

@@ -11,7 +11,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import re_path
 
 from chat.routing import websocket_urlpatterns as chat_routes
-from chatsite.sockets import UnknownPathConsumer
+from chatsite.sockets import ServerSendMiddleware, UnknownPathConsumer
 from sensors.routing import device_urlpatterns as sensor_device_routes
 from sensors.routing import websocket_urlpatterns as sensor_routes
 
@@ -21,4 +21,6 @@ browser_sockets = AllowedHostsOriginValidator(
     )
 )
 
-websocket_application = URLRouter([*sensor_device_routes, re_path(r"", browser_sockets)])
+websocket_application = ServerSendMiddleware(
+    URLRouter([*sensor_device_routes, re_path(r"", browser_sockets)])
+)

@@ -129,6 +129,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "chatsite"},
     }
 }
+# Live frames a watching socket may fall behind by before it is closed with 4408 (it then
+# resumes from the stream); caps what a client that stops reading can make a process hold.
+SOCKET_LIVE_BACKLOG = env.int("SOCKET_LIVE_BACKLOG", default=5000)
 
 # --- Celery: late acks so a worker killed mid-task hands the task to another.
 CELERY_BROKER_URL = REDIS_URL

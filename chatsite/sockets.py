@@ -7,13 +7,35 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from chatsite.api import reject_constant
 from chatsite.errors import AppError, error_event
+from chatsite.fanout import LiveEvent, LiveFeed
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+# The scope key under which ServerSendMiddleware keeps the server's own send.
+SERVER_SEND = "chatsite.server_send"
+CLOSE_TOO_SLOW = 4408
+TOO_SLOW_REASON = "This socket fell too far behind; reconnect to resume."
+
+
+class ServerSendMiddleware:
+    """Keep the server's send in the scope, so live frames can skip the send wrappers.
+
+    The session middleware wraps send to save sessions on HTTP responses; on a socket's
+    per-frame path that wrapper only costs time.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        """Pass the connection on with the server's send in its scope."""
+        return await self.inner({**scope, SERVER_SEND: send}, receive, send)
 
 
 class CloseSocket(Exception):
@@ -95,6 +117,60 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
     async def on_ping(self, frame: dict[str, Any]) -> None:
         """Answer a ping with a pong (clients use it as a keep-alive)."""
         await self.send_json({"type": "pong"})
+
+    # Messages whose handlers use no database: Channels' dispatch would first run
+    # close_old_connections in a worker thread, for every message to every socket, which on
+    # a fan-out costs more than the send. (Database work goes through database_sync_to_async,
+    # which closes stale connections itself.) Subclasses add their own.
+    no_database_messages: frozenset[str] = frozenset({"socket.frame", "socket.frames"})
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Call the handler directly for no_database_messages; anything else as Channels does."""
+        if message["type"] in self.no_database_messages:
+            await getattr(self, message["type"].replace(".", "_"))(message)
+        else:
+            await super().dispatch(message)
+
+    # --- live groups through the process-local fan-out -----------------------------------
+
+    live_feed: LiveFeed | None = None
+
+    async def live_join(self, group: str) -> None:
+        """Receive a live group's frames through this process's one subscription to it.
+
+        Events are held until live_start(), as Channels holds group messages until
+        connect() returns: history first, then live frames, filtered against it.
+        """
+        if self.live_feed is None:
+            self.live_feed = LiveFeed(
+                send=self.scope.get(SERVER_SEND) or self.base_send,
+                select=self.live_messages,
+                limit=settings.SOCKET_LIVE_BACKLOG,
+                on_overflow=self.live_overflow_messages,
+            )
+        await self.live_feed.join(group)
+
+    def live_start(self) -> None:
+        """Start sending live frames: those held since live_join(), then each as it comes."""
+        if self.live_feed is not None:
+            self.live_feed.start()
+
+    async def live_leave_all(self) -> None:
+        """Leave every live group and stop sending (call from disconnect)."""
+        if self.live_feed is not None:
+            await self.live_feed.leave_all()
+
+    def live_messages(self, event: LiveEvent) -> list[dict[str, Any]]:
+        """The send messages of a live event for this socket (override to filter)."""
+        return event.messages
+
+    def live_overflow_messages(self) -> list[dict[str, Any]]:
+        """What a socket too far behind gets instead of its backlog: why, then the close."""
+        error = error_event(AppError("too_slow", TOO_SLOW_REASON))
+        return [
+            {"type": "websocket.send", "text": json.dumps(error)},
+            {"type": "websocket.close", "code": CLOSE_TOO_SLOW, "reason": TOO_SLOW_REASON},
+        ]
 
     async def socket_frame(self, event: dict[str, Any]) -> None:
         """Relay a pre-serialised group frame, unless this socket is the one that caused it."""

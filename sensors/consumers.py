@@ -6,7 +6,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatsite.errors import AppError
-from chatsite.ratelimit import rate_limit_check_async
+from chatsite.fanout import LiveEvent
 from chatsite.sockets import CloseSocket, JsonSocketConsumer
 from sensors.errors import SensorError
 from sensors.models import (
@@ -48,6 +48,8 @@ class PublishConsumer(JsonSocketConsumer):
     """/ws/sensors/<slug>/publish: a device sends readings, each frame acked with its ids."""
 
     max_frame_bytes = settings.SENSOR_MAX_FRAME_BYTES
+    # Readings go to Redis only (the key check in connect uses database_sync_to_async).
+    no_database_messages = JsonSocketConsumer.no_database_messages | {"websocket.receive"}
 
     async def connect(self) -> None:
         """Accept, then authenticate by key; refusals close 4401 without saying why."""
@@ -77,15 +79,11 @@ class PublishConsumer(JsonSocketConsumer):
             await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def dispatch_frame(self, frame: Any) -> None:
-        """A ping, or readings: validate all, check the rate, append, ack with the ids."""
+        """A ping, or readings: validate all, append (within the rate limit), ack the ids."""
         if isinstance(frame, dict) and frame.get("type") == "ping":
             await self.on_ping(frame)
             return
         readings = readings_validate(frame)
-        await rate_limit_check_async(
-            scope="sensor", subject=self.slug, limit=settings.SENSOR_RATE_LIMIT,
-            window=settings.SENSOR_RATE_WINDOW, cost=len(readings),
-        )  # fmt: skip
         ids = await readings_append_async(slug=self.slug, readings=readings)
         await self.send_json({"type": "ack", "ids": ids})
 
@@ -138,7 +136,7 @@ class SensorWatchConsumer(WatchingConsumer):
             await self.close_with(CloseSocket(CLOSE_NOT_FOUND, "not_found", "No such sensor."))
             return
         self.group = sensor_group_name(slug)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.live_join(self.group)
         if after is not None:
             readings = await readings_after_async(
                 slug=slug, after=after, limit=settings.SENSOR_REPLAY_MAX
@@ -153,25 +151,25 @@ class SensorWatchConsumer(WatchingConsumer):
             await self.send_json(
                 {"type": "history", "sensor": slug, "units": sensor.units, "readings": chunk}
             )
+        self.live_start()
 
     async def disconnect(self, code: int) -> None:
         """Leave the sensor's group."""
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.live_leave_all()
 
-    async def socket_frames(self, event: dict[str, Any]) -> None:
-        """Relay live readings, dropping those the history already held.
+    def live_messages(self, event: LiveEvent) -> list[dict[str, Any]]:
+        """Live readings, less those the history already held.
 
         Ids grow in append order, so anything at or below the history's last id was sent;
         the check stays on, as with several publishers a late event can follow a newer one.
         """
-        if self.seen_up_to is None:
-            for frame in event["frames"]:
-                await self.send(text_data=frame)
-            return
-        for entry_id, frame in zip(event["ids"], event["frames"], strict=True):
-            if stream_id_tuple(entry_id) > self.seen_up_to:
-                await self.send(text_data=frame)
+        if event.ids is None or self.seen_up_to is None:
+            return super().live_messages(event)
+        keys = event.memo.get("keys")
+        if keys is None:
+            keys = event.memo["keys"] = [stream_id_tuple(entry_id) for entry_id in event.ids]
+        seen = self.seen_up_to
+        return [message for key, message in zip(keys, event.messages, strict=True) if key > seen]
 
 
 class SensorsOverviewConsumer(WatchingConsumer):
@@ -180,15 +178,13 @@ class SensorsOverviewConsumer(WatchingConsumer):
     async def connect(self) -> None:
         """Join the overview group, then send the snapshot."""
         await self.accept()
-        self.joined = False
         if await self.refuse_anonymous():
             return
-        await self.channel_layer.group_add(OVERVIEW_GROUP, self.channel_name)
-        self.joined = True
+        await self.live_join(OVERVIEW_GROUP)
         sensors = await database_sync_to_async(sensors_list)()
         await self.send_json({"type": "snapshot", "sensors": sensors})
+        self.live_start()
 
     async def disconnect(self, code: int) -> None:
         """Leave the overview group."""
-        if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(OVERVIEW_GROUP, self.channel_name)
+        await self.live_leave_all()

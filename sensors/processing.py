@@ -72,6 +72,9 @@ class Stage:
     # stage (or a sensor found after its first readings) misses nothing; "$" = only new ones.
     start_id: ClassVar[str] = "0"
     batch_size: ClassVar[int] = 100
+    # After a part batch, wait this long (seconds) for more, so a steady trickle is handled
+    # in batches: one transaction per batch instead of one per reading. It bounds the delay.
+    linger: ClassVar[float] = 0.1
 
     def handle(self, entries: list[Entry]) -> None:
         """Process the entries and commit; raise if any of them failed."""
@@ -119,7 +122,9 @@ class StageRunner:
         try:
             while not self.stop.is_set():
                 try:
-                    self.step()
+                    done = self.step()
+                    if 0 < done < self.stage.batch_size:
+                        self.stop.wait(self.stage.linger)
                 except Exception:
                     logger.exception("stage %s: failed; retrying", self.group)
                     self._streams = None  # the groups may be gone (stream deleted): re-create

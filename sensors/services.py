@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from chatsite.broadcast import broadcast_sync, frame_event, group_send_sync
+from chatsite.broadcast import group_send_sync
 from chatsite.credentials import credential_hash, credential_new, credential_prefix
+from chatsite.fanout import live_channel, live_publish_sync
+from chatsite.ratelimit import RATE_TAKE_LUA, RateWindow, rate_window
 from chatsite.redis_clients import get_async_redis, get_redis
 from sensors.models import (
     OVERVIEW_GROUP,
@@ -68,57 +69,88 @@ def _publishers_close(slug: str) -> None:
 # --- appending readings ------------------------------------------------------------------
 
 
-def _queue_append(pipe: Any, slug: str, readings: list[ValidReading], now_ms: int) -> None:
-    key = stream_key(slug)
-    for reading in readings:
-        fields = {"ts": reading.ts_ms, "v": json.dumps(reading.values, separators=(",", ":"))}
-        pipe.xadd(key, fields, maxlen=settings.SENSOR_STREAM_MAXLEN, approximate=True)
-    pipe.hset(LAST_SEEN_KEY, slug, now_ms)
-    pipe.sadd(ONLINE_KEY, slug)
+# Rate limit, append, mark seen and online, and publish live, in one round trip and in
+# stream order. KEYS: stream, last-seen hash, online set, rate-limit key. ARGV: window ms,
+# cost, limit, maxlen, slug, now ms, the sensor's and the overview's live channels, the
+# "online" status frame, the reading frames' head, then per reading: ts, values, frame tail.
+_APPEND_SCRIPT = (
+    RATE_TAKE_LUA
+    + """
+if rate_take(KEYS[4], ARGV[1], ARGV[2], ARGV[3]) == 0 then return false end
+local ids, frames = {}, {}
+for i = 11, #ARGV, 3 do
+  local id = redis.call(
+    'XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'ts', ARGV[i], 'v', ARGV[i + 1])
+  ids[#ids + 1] = id
+  frames[#frames + 1] = ARGV[10] .. id .. ARGV[i + 2]
+end
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+local came_online = redis.call('SADD', KEYS[3], ARGV[5])
+-- chatsite.fanout.live_payload's format: the ids on one line, then one frame per line
+local event = table.concat(ids, ',') .. '\\n' .. table.concat(frames, '\\n')
+redis.call('PUBLISH', ARGV[7], event)
+redis.call('PUBLISH', ARGV[8], event)
+if came_online == 1 then
+  redis.call('PUBLISH', ARGV[7], '\\n' .. ARGV[9])
+  redis.call('PUBLISH', ARGV[8], '\\n' .. ARGV[9])
+end
+return ids
+"""
+)
+
+
+def _frame_head(slug: str) -> str:
+    return '{"type": "reading", "sensor": ' + json.dumps(slug) + ', "id": "'
+
+
+def _frame_tail(reading: ValidReading) -> str:
+    return f'", "ts": {json.dumps(reading.ts_ms)}, "values": {json.dumps(reading.values)}}}'
 
 
 def reading_frame(slug: str, entry_id: str, reading: ValidReading) -> str:
-    """The wire frame of one reading, serialised once for every watcher."""
-    payload = {
-        "type": "reading", "sensor": slug, "id": entry_id, "ts": reading.ts_ms,
-        "values": reading.values,
-    }  # fmt: skip
-    return json.dumps(payload)
+    """The wire frame of one reading (json.dumps of type, sensor, id, ts, values)."""
+    return _frame_head(slug) + entry_id + _frame_tail(reading)
 
 
-def _append_events(
-    slug: str, readings: list[ValidReading], results: list[Any]
-) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    """The new ids, and the group events to send: the readings, and "online" if it just came."""
-    ids = [r.decode() if isinstance(r, bytes) else r for r in results[: len(readings)]]
-    frames = [reading_frame(slug, i, r) for i, r in zip(ids, readings, strict=True)]
-    event = {"type": "socket.frames", "frames": frames, "ids": ids}
-    events = [(sensor_group_name(slug), event), (OVERVIEW_GROUP, event)]
-    if results[-1] == 1:  # SADD added it: the sensor was offline until now
-        status = frame_event({"type": "status", "sensor": slug, "online": True})
-        events += [(sensor_group_name(slug), status), (OVERVIEW_GROUP, status)]
-    return ids, events
+def _append_call(slug: str, readings: list[ValidReading]) -> tuple[list[Any], RateWindow]:
+    window = rate_window(scope="sensor", subject=slug, window=settings.SENSOR_RATE_WINDOW)
+    keys = [stream_key(slug), LAST_SEEN_KEY, ONLINE_KEY, window.key]
+    status = json.dumps({"type": "status", "sensor": slug, "online": True})
+    args: list[Any] = [
+        window.window_ms, len(readings), settings.SENSOR_RATE_LIMIT,
+        settings.SENSOR_STREAM_MAXLEN, slug, int(time.time() * 1000),
+        live_channel(sensor_group_name(slug)), live_channel(OVERVIEW_GROUP), status,
+        _frame_head(slug),
+    ]  # fmt: skip
+    for reading in readings:
+        values = json.dumps(reading.values, separators=(",", ":"))
+        args += [reading.ts_ms, values, _frame_tail(reading)]
+    return [_APPEND_SCRIPT, len(keys), *keys, *args], window
+
+
+def _appended(ids: list[bytes] | None, window: RateWindow) -> list[str]:
+    if ids is None:
+        window.refuse()
+    return [entry_id.decode() for entry_id in ids or ()]
 
 
 def readings_append(*, slug: str, readings: list[ValidReading]) -> list[str]:
-    """Append validated readings to the sensor's stream, then send them live (sync)."""
-    pipe = get_redis().pipeline(transaction=False)
-    _queue_append(pipe, slug, readings, int(time.time() * 1000))
-    ids, events = _append_events(slug, readings, pipe.execute())
-    for group, event in events:
-        group_send_sync(group, event)
-    return ids
+    """Take from the sensor's rate limit, append to its stream, send live; returns the ids."""
+    call, window = _append_call(slug, readings)
+    return _appended(get_redis().eval(*call), window)
 
 
 async def readings_append_async(*, slug: str, readings: list[ValidReading]) -> list[str]:
-    """Append validated readings to the sensor's stream, then send them live (async)."""
-    pipe = get_async_redis().pipeline(transaction=False)
-    _queue_append(pipe, slug, readings, int(time.time() * 1000))
-    ids, events = _append_events(slug, readings, await pipe.execute())
-    layer = get_channel_layer()
-    for group, event in events:
-        await layer.group_send(group, event)
-    return ids
+    """Async form of readings_append, for the publish socket."""
+    call, window = _append_call(slug, readings)
+    return _appended(await get_async_redis().eval(*call), window)
+
+
+def sensor_live_send(*, slug: str, payload: dict[str, Any]) -> None:
+    """Send one frame live to the sensor's watchers and to the overview (sync code)."""
+    frame = json.dumps(payload)
+    for group in (sensor_group_name(slug), OVERVIEW_GROUP):
+        live_publish_sync(group, [frame])
 
 
 # --- online status -----------------------------------------------------------------------
@@ -136,9 +168,7 @@ def sensors_offline_sweep(*, now_ms: int | None = None) -> list[str]:
         if last is not None and now_ms - int(last) <= limit_ms:
             continue
         if client.srem(ONLINE_KEY, slug):  # only one sweeper announces it
-            status = {"type": "status", "sensor": slug, "online": False}
-            for group in (sensor_group_name(slug), OVERVIEW_GROUP):
-                broadcast_sync(group, status)
+            sensor_live_send(slug=slug, payload={"type": "status", "sensor": slug, "online": False})
             gone.append(slug)
     return gone
 

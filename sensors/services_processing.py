@@ -12,18 +12,15 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 
-from chatsite.broadcast import broadcast_sync
 from sensors.models import (
-    OVERVIEW_GROUP,
     Alert,
     AlertRule,
     DeadLetter,
     Reading,
     Sensor,
-    sensor_group_name,
 )
 from sensors.serializers import alert_data
-from sensors.services import sensors_last_seen_store
+from sensors.services import sensor_live_send, sensors_last_seen_store
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +190,7 @@ def _alert_clear(*, alert: Alert, reading: StreamReading) -> Alert | None:
 
 
 def _alert_push(data: dict[str, Any]) -> None:
-    payload = {"type": "alert", "alert": data}
-    for group in (sensor_group_name(data["sensor"]), OVERVIEW_GROUP):
-        broadcast_sync(group, payload)
+    sensor_live_send(slug=data["sensor"], payload={"type": "alert", "alert": data})
 
 
 def _alert_email(data: dict[str, Any], rule_name: str, recipients: list[str]) -> None:

@@ -25,10 +25,9 @@ from django.core.management import call_command
 from django.test import SimpleTestCase, override_settings
 from django.utils import timezone
 
-from chatsite.broadcast import broadcast_sync
 from chatsite.redis_clients import get_redis
-from sensors.models import OVERVIEW_GROUP, Alert, AlertRule, Reading, Sensor, sensor_group_name
-from sensors.services import sensor_create
+from sensors.models import Alert, AlertRule, Reading, Sensor
+from sensors.services import sensor_create, sensor_live_send
 from tests.support.browser import LiveBrowserTestCase, artifact_path, expect
 from tests.support.cases import RedisTransactionTestCase
 from tests.support.worker import test_database_url
@@ -381,8 +380,7 @@ class DashboardLiveTests(DashboardBrowserTestCase):
             "metric": "temperature", "operator": ">", "threshold": 30.0, "value": 31.25,
             "fired_at": "2026-01-02T03:04:05+00:00", "cleared_at": None, "stream_id": "5-0",
         }  # fmt: skip
-        for group in (sensor_group_name("lab-1"), OVERVIEW_GROUP):
-            broadcast_sync(group, {"type": "alert", "alert": alert})
+        sensor_live_send(slug="lab-1", payload={"type": "alert", "alert": alert})
         item = page.locator('#alerts li[data-alert-id="7"]')
         expect(item).to_have_attribute("data-state", "active")
         expect(item.locator(".alert__title")).to_have_text("<b>Too hot</b>: Temperature > 30.0 °C")
@@ -395,8 +393,7 @@ class DashboardLiveTests(DashboardBrowserTestCase):
         expect(dashboard.locator("#summary")).to_contain_text("1 active alert")
 
         cleared = {**alert, "cleared_at": "2026-01-02T03:09:05+00:00"}
-        for group in (sensor_group_name("lab-1"), OVERVIEW_GROUP):
-            broadcast_sync(group, {"type": "alert", "alert": cleared})
+        sensor_live_send(slug="lab-1", payload={"type": "alert", "alert": cleared})
         expect(item).to_have_attribute("data-state", "cleared")
         expect(item.locator(".alert__state")).to_have_text("Cleared")
         expect(page.locator("#alerts li")).to_have_count(1)
@@ -410,8 +407,7 @@ class DashboardLiveTests(DashboardBrowserTestCase):
         expect(card).to_have_attribute("data-online", "true")
         expect(page.locator("#sensor-state")).to_have_attribute("data-online", "true")
         status = {"type": "status", "sensor": "lab-1", "online": False}
-        for group in (sensor_group_name("lab-1"), OVERVIEW_GROUP):
-            broadcast_sync(group, status)
+        sensor_live_send(slug="lab-1", payload=status)
         expect(card).to_have_attribute("data-online", "false")
         expect(card.locator(".card__state-label")).to_have_text("Offline")
         expect(page.locator("#sensor-state-label")).to_have_text("Offline")

@@ -11,8 +11,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
 from chatsite.asgi import application
+from chatsite.fanout import live_channel
 from chatsite.redis_clients import get_redis
-from sensors.models import Sensor, stream_key
+from sensors.models import Sensor, sensor_group_name, stream_key
 from sensors.services import readings_append, sensor_create, sensors_offline_sweep
 from sensors.validation import readings_validate
 from tests.support.cases import ORIGIN, TIMEOUT, SocketTestCase, receive_until, wait_until
@@ -144,6 +145,22 @@ class SensorWatchLiveTests(WatchSocketTestCase):
             {"type": "reading", "sensor": SLUG, "id": entry_id, "ts": 5_000,
              "values": {"temperature": 21.5}},
         )  # fmt: skip
+
+    async def test_watchers_in_one_process_share_one_subscription(self) -> None:
+        channel = live_channel(sensor_group_name(SLUG))
+
+        def subscriptions() -> int:
+            [(_, count)] = get_redis().pubsub_numsub(channel)
+            return count
+
+        first, _ = await self.watch()
+        second, _ = await self.watch()
+        self.assertEqual(subscriptions(), 1)  # one for both sockets
+        await first.disconnect(timeout=TIMEOUT)  # one leaving stops no other
+        [entry_id] = await self.publish(await self.publisher(), {"temperature": 1.0})
+        self.assertEqual(len(await readings_until(second, entry_id)), 1)
+        await second.disconnect(timeout=TIMEOUT)
+        wait_until(lambda: subscriptions() == 0)  # the last one out unsubscribed
 
     async def test_batch_reaches_the_watcher_as_one_reading_frame_each_in_order(self) -> None:
         socket, _ = await self.watch()

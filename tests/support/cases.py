@@ -122,16 +122,21 @@ def _closing_sockets(method: Callable) -> Callable:
 async def loop_quiesce() -> None:
     """Stop what this test's event loop still runs, in order and each within a bound.
 
-    Left to the loop's shutdown, every leftover task (the presence sweeper, the channel
-    layer's pub/sub readers, Redis connections) is cancelled at once, and under load that
-    once never finished.
+    Left to the loop's shutdown, every leftover task (the presence sweeper, the live
+    fan-out's and the channel layer's pub/sub readers, Redis connections) is cancelled at
+    once, and under load that once never finished.
     """
     from channels.layers import get_channel_layer
 
     from chat.rooms.presence import presence_sweeper_stop
+    from chatsite.fanout import local_fanout_close
     from chatsite.redis_clients import async_redis_close
 
-    for step in (presence_sweeper_stop(), get_channel_layer().flush(), async_redis_close()):
+    steps = (
+        presence_sweeper_stop(), local_fanout_close(), get_channel_layer().flush(),
+        async_redis_close(),
+    )  # fmt: skip
+    for step in steps:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(step, timeout=10)
 

@@ -18,7 +18,7 @@ from chatsite.redis_server import port_in_use, redis_server_command
 class Command(BaseCommand):
     """Start every process of the Procfile (plus the embedded Redis) under honcho."""
 
-    help = "Run Redis (embedded unless REDIS_URL is set), daphne and a Celery worker."
+    help = "Run Redis (embedded unless REDIS_URL is set) and every process of the Procfile."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
