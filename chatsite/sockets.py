@@ -109,7 +109,7 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
     async def close_with(self, close: CloseSocket) -> None:
         """Send the reason as an error frame, then close with the application code.
 
-        Daphne drops close reasons, so the frame is what tells a client why.
+        daphne drops close reasons (uvicorn keeps them), so the frame is what tells a client why.
         """
         await self.send_error(AppError(close.error_code, close.reason))
         await self.close(code=close.code, reason=close.reason)

@@ -160,8 +160,9 @@ class SensorWatchConsumer(WatchingConsumer):
     def live_messages(self, event: LiveEvent) -> list[dict[str, Any]]:
         """Live readings, less those the history already held.
 
-        Ids grow in append order, so anything at or below the history's last id was sent;
-        the check stays on, as with several publishers a late event can follow a newer one.
+        Ids grow in append order, and each reading is published in the script that
+        appended it, so events come in id order: anything at or below the history's last
+        id was sent already.
         """
         if event.ids is None or self.seen_up_to is None:
             return super().live_messages(event)
