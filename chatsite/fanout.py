@@ -26,6 +26,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 LIVE_CHANNEL_PREFIX = "chatsite:live:"
+SUBSCRIBE_TIMEOUT = 10.0  # seconds for Redis to confirm a subscription
 
 
 def live_channel(group: str) -> str:
@@ -74,6 +75,7 @@ class LocalFanout:
         self.pubsub: Any = None
         self.reader: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
+        self.confirming: dict[str, asyncio.Future[None]] = {}
 
     async def join(self, group: str, member: Member) -> None:
         """Add a member; the first one in this process subscribes the process to the group."""
@@ -81,11 +83,21 @@ class LocalFanout:
             members = self.members.setdefault(group, set())
             members.add(member)
             if len(members) == 1:
-                if self.pubsub is None:
-                    self.pubsub = get_async_redis().pubsub(ignore_subscribe_messages=True)
-                await self.pubsub.subscribe(live_channel(group))
-                if self.reader is None:
-                    self.reader = asyncio.create_task(self._read())
+                await self._subscribe(live_channel(group))
+
+    async def _subscribe(self, channel: str) -> None:
+        # Wait for Redis to confirm: a caller reads history next, and a reading published
+        # before the subscription took effect would otherwise fall between the two.
+        if self.pubsub is None:
+            self.pubsub = get_async_redis().pubsub()
+        confirmed = self.confirming[channel] = asyncio.get_running_loop().create_future()
+        await self.pubsub.subscribe(channel)
+        if self.reader is None:
+            self.reader = asyncio.create_task(self._read())
+        try:
+            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
+        finally:
+            self.confirming.pop(channel, None)
 
     async def leave(self, group: str, member: Member) -> None:
         """Remove a member; the last one in this process drops the subscription."""
@@ -109,7 +121,13 @@ class LocalFanout:
                 logger.exception("live fan-out: reading failed; retrying in 1 s")
                 await asyncio.sleep(1)
                 continue
-            if message is None or message["type"] != "message":
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                confirmed = self.confirming.get(message["channel"].decode())
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
+            if message["type"] != "message":
                 continue
             group = message["channel"].decode()[prefix:]
             event = LiveEvent(message["data"].decode())

@@ -162,7 +162,7 @@ class SensorWatchConsumer(WatchingConsumer):
 
         Ids grow in append order, and each reading is published in the script that
         appended it, so events come in id order: anything at or below the history's last
-        id was sent already.
+        id was sent already, and once an event starts past it, every later one does too.
         """
         if event.ids is None or self.seen_up_to is None:
             return super().live_messages(event)
@@ -170,6 +170,9 @@ class SensorWatchConsumer(WatchingConsumer):
         if keys is None:
             keys = event.memo["keys"] = [stream_id_tuple(entry_id) for entry_id in event.ids]
         seen = self.seen_up_to
+        if keys[0] > seen:
+            self.seen_up_to = None  # past the history: no more checks for this socket
+            return event.messages
         return [message for key, message in zip(keys, event.messages, strict=True) if key > seen]
 
 
