@@ -122,7 +122,7 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
     # close_old_connections in a worker thread, for every message to every socket, which on
     # a fan-out costs more than the send. (Database work goes through database_sync_to_async,
     # which closes stale connections itself.) Subclasses add their own.
-    no_database_messages: frozenset[str] = frozenset({"socket.frame", "socket.frames"})
+    no_database_messages: frozenset[str] = frozenset({"socket.frame"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler directly for no_database_messages; anything else as Channels does."""
@@ -176,11 +176,6 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         """Relay a pre-serialised group frame, unless this socket is the one that caused it."""
         if event.get("skip") != self.channel_name:
             await self.send(text_data=event["frame"])
-
-    async def socket_frames(self, event: dict[str, Any]) -> None:
-        """Relay several pre-serialised frames sent as one group event."""
-        for frame in event["frames"]:
-            await self.send(text_data=frame)
 
 
 class UnknownPathConsumer(JsonSocketConsumer):

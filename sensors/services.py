@@ -99,17 +99,14 @@ return ids
 )
 
 
+# A reading's wire frame is head + stream id + tail (json.dumps of type, sensor, id, ts,
+# values), so the script can put in the id it gets from XADD.
 def _frame_head(slug: str) -> str:
     return '{"type": "reading", "sensor": ' + json.dumps(slug) + ', "id": "'
 
 
 def _frame_tail(reading: ValidReading) -> str:
     return f'", "ts": {json.dumps(reading.ts_ms)}, "values": {json.dumps(reading.values)}}}'
-
-
-def reading_frame(slug: str, entry_id: str, reading: ValidReading) -> str:
-    """The wire frame of one reading (json.dumps of type, sensor, id, ts, values)."""
-    return _frame_head(slug) + entry_id + _frame_tail(reading)
 
 
 def _append_call(slug: str, readings: list[ValidReading]) -> tuple[list[Any], RateWindow]:
