@@ -133,16 +133,7 @@
   }
 
   function placeEntry(entry) {
-    entry.el.dataset.sort = String(entry.sort);
-    let before = null;
-    for (let node = ui.list.lastElementChild; node; node = node.previousElementSibling) {
-      if (node === entry.el) continue;
-      if (Number(node.dataset.sort) > entry.sort) before = node;
-      else break;
-    }
-    if (entry.el.parentNode !== ui.list || entry.el.nextElementSibling !== before) {
-      ui.list.insertBefore(entry.el, before);
-    }
+    shared.placeSorted(ui.list, entry.el, entry.sort);
     updateEmpty();
   }
 
@@ -213,7 +204,7 @@
     el.querySelector(".msg__typing").hidden = !busy;
     shared.renderMessageTime(el, data.created_at);
     el.querySelector(".msg__state").textContent = stateLabel(entry);
-    renderError(entry);
+    shared.renderReplyError(entry, entry.role === "assistant" && entry.data.status === "failed");
   }
 
   function stateLabel(entry) {
@@ -224,18 +215,6 @@
     }
     if (entry.role === "assistant" && entry.retrying) return "Retrying…";
     return "";
-  }
-
-  function renderError(entry) {
-    const box = entry.el.querySelector(".msg__error");
-    const failed = entry.role === "assistant" && entry.data.status === "failed";
-    box.hidden = !failed;
-    if (!failed) return;
-    box.querySelector(".msg__error-text").textContent =
-      entry.error || "The assistant could not answer this message.";
-    const button = box.querySelector(".msg__retry");
-    button.disabled = entry.retrying;
-    button.setAttribute("aria-label", "Retry this reply");
   }
 
   function clearMessages() {
@@ -290,20 +269,7 @@
 
   function applyDelta(frame) {
     const entry = assistantEntry(frame.message_id, frame.reply_to);
-    if (entry.data.status === "done") return;
-    const { offset, text } = frame;
-    if (offset === 0) {
-      entry.text = text; // a (re)start
-      entry.chars = codePoints(text);
-    } else if (offset === entry.chars) {
-      entry.text += text;
-      entry.chars += codePoints(text);
-    } else {
-      return; // seen already, or a part went missing: the reply frame brings the whole text
-    }
-    entry.data.status = "streaming";
-    entry.error = null;
-    renderEntry(entry);
+    if (shared.applyDeltaTo(entry, frame)) renderEntry(entry);
   }
 
   function applyError(frame) {

@@ -435,16 +435,7 @@
   }
 
   function placeEntry(room, entry) {
-    entry.el.dataset.sort = String(entry.sort);
-    let before = null;
-    for (let node = room.list.lastElementChild; node; node = node.previousElementSibling) {
-      if (node === entry.el) continue;
-      if (Number(node.dataset.sort) > entry.sort) before = node;
-      else break;
-    }
-    if (entry.el.parentNode !== room.list || entry.el.nextElementSibling !== before) {
-      room.list.insertBefore(entry.el, before);
-    }
+    shared.placeSorted(room.list, entry.el, entry.sort);
     updateEmpty(room);
   }
 
@@ -506,7 +497,7 @@
     el.querySelector(".msg__typing").hidden = !busy;
     shared.renderMessageTime(el, data.created_at);
     el.querySelector(".msg__state").textContent = stateLabel(room, entry);
-    renderError(room, entry, role);
+    shared.renderReplyError(entry, role === "assistant" && entry.data.status === "failed");
   }
 
   function stateLabel(room, entry) {
@@ -517,18 +508,6 @@
     }
     if (entry.retrying) return "Retrying…";
     return "";
-  }
-
-  function renderError(room, entry, role) {
-    const box = entry.el.querySelector(".msg__error");
-    const failed = role === "assistant" && entry.data.status === "failed";
-    box.hidden = !failed;
-    if (!failed) return;
-    box.querySelector(".msg__error-text").textContent =
-      entry.error || "The assistant could not answer this message.";
-    const button = box.querySelector(".msg__retry");
-    button.disabled = entry.retrying;
-    button.setAttribute("aria-label", "Retry this reply");
   }
 
   function removeEntry(room, entry) {
@@ -679,20 +658,7 @@
 
   function applyDelta(room, frame) {
     const entry = assistantEntry(room, frame.message_id, frame.reply_to);
-    if (entry.data.status === "done") return;
-    const { offset, text } = frame;
-    if (offset === 0) {
-      entry.text = text; // a (re)start
-      entry.chars = codePoints(text);
-    } else if (offset === entry.chars) {
-      entry.text += text;
-      entry.chars += codePoints(text);
-    } else {
-      return; // seen already, or a part went missing: the reply frame brings the whole text
-    }
-    entry.data.status = "streaming";
-    entry.error = null;
-    renderEntry(room, entry);
+    if (shared.applyDeltaTo(entry, frame)) renderEntry(room, entry);
   }
 
   function applyError(room, frame) {

@@ -26,6 +26,27 @@
     return Array.from(text).length;
   }
 
+  // Apply a reply `delta` frame to a message entry ({data, text, chars, error}) by its
+  // `offset` (docs/protocol.md): 0 starts the text over, the entry's length appends, any
+  // other offset was seen already or follows a lost part (the reply frame brings the whole
+  // text). Returns whether the entry changed.
+  function applyDeltaTo(entry, frame) {
+    if (entry.data.status === "done") return false;
+    const { offset, text } = frame;
+    if (offset === 0) {
+      entry.text = text; // a (re)start
+      entry.chars = codePoints(text);
+    } else if (offset === entry.chars) {
+      entry.text += text;
+      entry.chars += codePoints(text);
+    } else {
+      return false;
+    }
+    entry.data.status = "streaming";
+    entry.error = null;
+    return true;
+  }
+
   function plural(count, word) {
     return `${count} ${word}${count === 1 ? "" : "s"}`;
   }
@@ -70,6 +91,30 @@
   }
 
   /** A short notice in a toasts container; text only. */
+  /** Put a message element into its list in `sort` order (usually at the end, so walk back). */
+  function placeSorted(list, el, sort) {
+    el.dataset.sort = String(sort);
+    let before = null;
+    for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
+      if (node === el) continue;
+      if (Number(node.dataset.sort) > sort) before = node;
+      else break;
+    }
+    if (el.parentNode !== list || el.nextElementSibling !== before) list.insertBefore(el, before);
+  }
+
+  /** Show or hide a reply's failure box (its text, and Retry unless a retry is under way). */
+  function renderReplyError(entry, failed) {
+    const box = entry.el.querySelector(".msg__error");
+    box.hidden = !failed;
+    if (!failed) return;
+    box.querySelector(".msg__error-text").textContent =
+      entry.error || "The assistant could not answer this message.";
+    const button = box.querySelector(".msg__retry");
+    button.disabled = entry.retrying;
+    button.setAttribute("aria-label", "Retry this reply");
+  }
+
   function toast(container, text, { kind = "info", ms = TOAST_MS } = {}) {
     const item = document.createElement("p");
     item.className = `toast toast--${kind}`;
@@ -223,12 +268,15 @@
 
   window.chatsite = {
     codePoints,
+    applyDeltaTo,
     plural,
     randomId,
     formatClock,
     formatTime,
     renderMessageTime,
     cloneTemplate,
+    placeSorted,
+    renderReplyError,
     toast,
     renderCounter,
     growTextarea,
