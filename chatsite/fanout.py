@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from websockets.frames import Frame, Opcode
+
 from chatsite.redis_clients import get_async_redis, get_redis
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 LIVE_CHANNEL_PREFIX = "chatsite:live:"
 SUBSCRIBE_TIMEOUT = 10.0  # seconds for Redis to confirm a subscription
+# An ASGI extension (chatsite.uvicorn_ws): websocket.send messages may carry the text's
+# WebSocket frame, encoded once for every socket; servers without it send the text.
+PREPARED_FRAME = "chatsite.prepared_frame"
 
 
 def live_channel(group: str) -> str:
@@ -57,7 +62,12 @@ class LiveEvent:
         head, _, body = payload.partition("\n")
         self.ids: list[str] | None = head.split(",") if head else None
         self.messages: list[dict[str, Any]] = [
-            {"type": "websocket.send", "text": frame} for frame in body.split("\n")
+            {
+                "type": "websocket.send",
+                "text": frame,
+                PREPARED_FRAME: Frame(Opcode.TEXT, frame.encode()).serialize(mask=False),
+            }
+            for frame in body.split("\n")
         ]
         # What members derive from the event (parsed ids, say), computed by the first one.
         self.memo: dict[str, Any] = {}

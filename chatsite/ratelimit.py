@@ -4,7 +4,7 @@ import time
 from dataclasses import dataclass
 
 from chatsite.errors import AppError
-from chatsite.redis_clients import get_async_redis, get_redis
+from chatsite.redis_clients import RedisScript
 
 # rate_take(key, window_ms, cost, limit): count `cost` events unless that would pass the
 # limit; a refused request is not counted. Returns 1 (allowed) or 0. Other scripts include
@@ -18,7 +18,7 @@ local function rate_take(key, window_ms, cost, limit)
   return 1
 end
 """
-_SCRIPT = RATE_TAKE_LUA + "return rate_take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])"
+_SCRIPT = RedisScript(RATE_TAKE_LUA + "return rate_take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def rate_window(*, scope: str, subject: str, window: int) -> RateWindow:
 def rate_limit_check(*, scope: str, subject: str, limit: int, window: int, cost: int = 1) -> None:
     """Count `cost` events for subject; raise AppError(rate_limited) past limit per window."""
     win = rate_window(scope=scope, subject=subject, window=window)
-    if not int(get_redis().eval(_SCRIPT, 1, win.key, win.window_ms, cost, limit)):
+    if not int(_SCRIPT.run(keys=[win.key], args=[win.window_ms, cost, limit])):
         win.refuse()
 
 
@@ -62,5 +62,5 @@ async def rate_limit_check_async(
 ) -> None:
     """Async form of rate_limit_check, for consumers."""
     win = rate_window(scope=scope, subject=subject, window=window)
-    if not int(await get_async_redis().eval(_SCRIPT, 1, win.key, win.window_ms, cost, limit)):
+    if not int(await _SCRIPT.run_async(keys=[win.key], args=[win.window_ms, cost, limit])):
         win.refuse()

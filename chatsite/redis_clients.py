@@ -3,10 +3,13 @@
 import asyncio
 import os
 import weakref
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import AsyncScript, Script
 
 _sync: tuple[int, redis.Redis] | None = None
 _async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
@@ -37,3 +40,23 @@ def get_async_redis() -> aioredis.Redis:
         client = aioredis.Redis.from_url(settings.REDIS_URL)
         _async[loop] = client
     return client
+
+
+class RedisScript:
+    """A Lua script run by its SHA1 (EVALSHA) on the shared clients, loaded on first NOSCRIPT.
+
+    EVAL would send the whole source with every call and make Redis hash it every time.
+    """
+
+    def __init__(self, source: str) -> None:
+        body = source.encode()  # bytes: the SHA1 needs no client's encoder
+        self._sync = Script(None, body)
+        self._async = AsyncScript(None, body)
+
+    def run(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run it on the process's sync client."""
+        return self._sync(keys, args, client=get_redis())
+
+    async def run_async(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run it on the running event loop's async client."""
+        return await self._async(keys, args, client=get_async_redis())

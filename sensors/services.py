@@ -13,7 +13,7 @@ from chatsite.broadcast import group_send_sync
 from chatsite.credentials import credential_hash, credential_new, credential_prefix
 from chatsite.fanout import live_channel, live_publish_sync
 from chatsite.ratelimit import RATE_TAKE_LUA, RateWindow, rate_window
-from chatsite.redis_clients import get_async_redis, get_redis
+from chatsite.redis_clients import RedisScript, get_redis
 from sensors.models import (
     OVERVIEW_GROUP,
     Sensor,
@@ -73,7 +73,7 @@ def _publishers_close(slug: str) -> None:
 # stream order. KEYS: stream, last-seen hash, online set, rate-limit key. ARGV: window ms,
 # cost, limit, maxlen, slug, now ms, the sensor's and the overview's live channels, the
 # "online" status frame, the reading frames' head, then per reading: ts, values, frame tail.
-_APPEND_SCRIPT = (
+_APPEND_SCRIPT = RedisScript(
     RATE_TAKE_LUA
     + """
 if rate_take(KEYS[4], ARGV[1], ARGV[2], ARGV[3]) == 0 then return false end
@@ -109,7 +109,9 @@ def _frame_tail(reading: ValidReading) -> str:
     return f'", "ts": {json.dumps(reading.ts_ms)}, "values": {json.dumps(reading.values)}}}'
 
 
-def _append_call(slug: str, readings: list[ValidReading]) -> tuple[list[Any], RateWindow]:
+def _append_call(
+    slug: str, readings: list[ValidReading]
+) -> tuple[list[str], list[Any], RateWindow]:
     window = rate_window(scope="sensor", subject=slug, window=settings.SENSOR_RATE_WINDOW)
     keys = [stream_key(slug), LAST_SEEN_KEY, ONLINE_KEY, window.key]
     status = json.dumps({"type": "status", "sensor": slug, "online": True})
@@ -122,7 +124,7 @@ def _append_call(slug: str, readings: list[ValidReading]) -> tuple[list[Any], Ra
     for reading in readings:
         values = json.dumps(reading.values, separators=(",", ":"))
         args += [reading.ts_ms, values, _frame_tail(reading)]
-    return [_APPEND_SCRIPT, len(keys), *keys, *args], window
+    return keys, args, window
 
 
 def _appended(ids: list[bytes] | None, window: RateWindow) -> list[str]:
@@ -133,14 +135,14 @@ def _appended(ids: list[bytes] | None, window: RateWindow) -> list[str]:
 
 def readings_append(*, slug: str, readings: list[ValidReading]) -> list[str]:
     """Take from the sensor's rate limit, append to its stream, send live; returns the ids."""
-    call, window = _append_call(slug, readings)
-    return _appended(get_redis().eval(*call), window)
+    keys, args, window = _append_call(slug, readings)
+    return _appended(_APPEND_SCRIPT.run(keys=keys, args=args), window)
 
 
 async def readings_append_async(*, slug: str, readings: list[ValidReading]) -> list[str]:
     """Async form of readings_append, for the publish socket."""
-    call, window = _append_call(slug, readings)
-    return _appended(await get_async_redis().eval(*call), window)
+    keys, args, window = _append_call(slug, readings)
+    return _appended(await _APPEND_SCRIPT.run_async(keys=keys, args=args), window)
 
 
 def sensor_live_send(*, slug: str, payload: dict[str, Any]) -> None:

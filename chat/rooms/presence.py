@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chatsite.redis_clients import get_async_redis
+from chatsite.redis_clients import RedisScript, get_async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ ACTIVE_KEY = "rooms:active"  # slugs whose presence set may hold entries
 # KEYS: presence, owners, active. ARGV: slug, name, channel, owner, now ms, timeout ms,
 # capacity. Returns "joined", "again" (the name was already here, same owner), "taken"
 # (present under another owner) or "full".
-_JOIN = """
+_JOIN = RedisScript("""
 local name, member, owner = ARGV[2], ARGV[2] .. "\\n" .. ARGV[3], ARGV[4]
 local now = tonumber(ARGV[5])
 local cutoff = now - tonumber(ARGV[6])
@@ -44,12 +44,12 @@ redis.call('ZADD', KEYS[1], now, member)
 redis.call('HSET', KEYS[2], name, owner)
 redis.call('SADD', KEYS[3], ARGV[1])
 return 'joined'
-"""
+""")
 
 # KEYS: presence. ARGV: member, now ms, timeout ms. Refreshes a fresh entry (1); an entry
 # past the timeout is gone even if no sweep removed it yet (0), so the socket must join
 # again and may find its name taken or the room full.
-_TOUCH = """
+_TOUCH = RedisScript("""
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 0 end
 if tonumber(score) < tonumber(ARGV[2]) - tonumber(ARGV[3]) then
@@ -58,12 +58,12 @@ if tonumber(score) < tonumber(ARGV[2]) - tonumber(ARGV[3]) then
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return 1
-"""
+""")
 
 # KEYS: presence, owners. ARGV: name, channel, now ms, timeout ms. Returns 1 when this
 # was the name's last fresh entry (the member left), else 0 (another tab stays, or the
 # entry had already timed out and its leave was announced then).
-_LEAVE = """
+_LEAVE = RedisScript("""
 local name = ARGV[1]
 if redis.call('ZREM', KEYS[1], name .. "\\n" .. ARGV[2]) == 0 then return 0 end
 local cutoff = tonumber(ARGV[3]) - tonumber(ARGV[4])
@@ -72,11 +72,11 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], cutoff, '+inf')) do
 end
 redis.call('HDEL', KEYS[2], name)
 return 1
-"""
+""")
 
 # KEYS: presence, owners, active. ARGV: slug, cutoff ms. Drops entries older than the
 # cutoff; returns the names that have no fresh entry left (they left).
-_SWEEP = """
+_SWEEP = RedisScript("""
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 local gone = {}
 if #stale > 0 then
@@ -96,7 +96,7 @@ if #stale > 0 then
 end
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return gone
-"""
+""")
 
 
 def _keys(slug: str) -> tuple[str, str]:
@@ -114,18 +114,18 @@ def _now_ms() -> int:
 async def presence_join(*, slug: str, name: str, channel: str, owner: str, capacity: int) -> str:
     """Add this socket to the room: "joined", "again", "taken" or "full"."""
     presence, owners = _keys(slug)
-    result = await get_async_redis().eval(
-        _JOIN, 3, presence, owners, ACTIVE_KEY,
-        slug, name, channel, owner, _now_ms(), _timeout_ms(), capacity,
-    )  # fmt: skip
+    result = await _JOIN.run_async(
+        keys=[presence, owners, ACTIVE_KEY],
+        args=[slug, name, channel, owner, _now_ms(), _timeout_ms(), capacity],
+    )
     return result.decode() if isinstance(result, bytes) else result
 
 
 async def presence_touch(*, slug: str, name: str, channel: str) -> bool:
     """Mark this socket alive now; False if its entry had timed out (it must join again)."""
     presence, _ = _keys(slug)
-    alive = await get_async_redis().eval(
-        _TOUCH, 1, presence, f"{name}\n{channel}", _now_ms(), _timeout_ms()
+    alive = await _TOUCH.run_async(
+        keys=[presence], args=[f"{name}\n{channel}", _now_ms(), _timeout_ms()]
     )
     return bool(alive)
 
@@ -133,8 +133,8 @@ async def presence_touch(*, slug: str, name: str, channel: str) -> bool:
 async def presence_leave(*, slug: str, name: str, channel: str) -> bool:
     """Remove this socket; True when the member is now gone from the room."""
     presence, owners = _keys(slug)
-    left = await get_async_redis().eval(
-        _LEAVE, 2, presence, owners, name, channel, _now_ms(), _timeout_ms()
+    left = await _LEAVE.run_async(
+        keys=[presence, owners], args=[name, channel, _now_ms(), _timeout_ms()]
     )
     return bool(left)
 
@@ -168,7 +168,7 @@ async def presence_sweep(*, on_leave: Callable[[str, str], Awaitable[None]]) -> 
     for raw in await client.smembers(ACTIVE_KEY):
         slug = raw.decode()
         presence, owners = _keys(slug)
-        gone = await client.eval(_SWEEP, 3, presence, owners, ACTIVE_KEY, slug, cutoff)
+        gone = await _SWEEP.run_async(keys=[presence, owners, ACTIVE_KEY], args=[slug, cutoff])
         for name in gone:
             await on_leave(slug, name.decode() if isinstance(name, bytes) else name)
 

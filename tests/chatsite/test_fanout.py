@@ -1,4 +1,4 @@
-"""The live outbox: writes inline while a socket keeps up, queues in order, caps the lag.
+"""Live events and the outbox: frames prepared once; writes inline, in order, lag capped.
 
 The send here stands in for the ASGI server's send, which is not ours: one that completes
 at once, as a server's does while the client reads, or that waits on a gate, as a server's
@@ -9,8 +9,9 @@ import asyncio
 from typing import Any
 
 from django.test import SimpleTestCase
+from websockets.frames import Frame, Opcode
 
-from chatsite.fanout import Outbox
+from chatsite.fanout import PREPARED_FRAME, LiveEvent, Outbox, live_payload
 
 TIMEOUT = 10
 
@@ -110,3 +111,38 @@ class OutboxTests(SimpleTestCase):
         send.gate.set()
         outbox.put([text(3)])
         self.assertEqual(send.written, [])
+
+
+class LiveEventTests(SimpleTestCase):
+    def test_each_message_carries_its_text_as_a_prepared_unmasked_frame(self) -> None:
+        frames = ['{"n": 1}', '{"n": "é"}']
+        event = LiveEvent(live_payload(frames, ["1-0", "2-0"]))
+        self.assertEqual(event.ids, ["1-0", "2-0"])
+        self.assertEqual([m["text"] for m in event.messages], frames)
+        for message, frame in zip(event.messages, frames, strict=True):
+            reader = _bytes_reader(message[PREPARED_FRAME])
+            parsed = _parse(Frame.parse(reader, mask=False))
+            self.assertEqual(parsed.data.decode(), frame)
+            self.assertEqual(parsed.opcode, Opcode.TEXT)
+            self.assertTrue(parsed.fin)
+
+
+def _bytes_reader(data: bytes) -> Any:
+    """A read_exact generator over data, as websockets' Frame.parse expects."""
+
+    def read_exact(n: int) -> Any:
+        nonlocal data
+        chunk, data = data[:n], data[n:]
+        assert len(chunk) == n
+        return chunk
+        yield  # a generator, never suspended
+
+    return read_exact
+
+
+def _parse(parser: Any) -> Frame:
+    try:
+        next(parser)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("the frame is incomplete")

@@ -1,0 +1,42 @@
+"""uvicorn's sans-I/O WebSocket protocol, plus prepared frames for the live fan-out.
+
+A live event goes to every watcher of a group as the same text frame. Server frames are
+not masked, so without compression its bytes on the wire are the same for every socket:
+the fan-out encodes them once (chatsite.fanout.LiveEvent) and this protocol writes them as
+they are, where the stock one would encode and frame the text again for each socket. The
+messages still carry "text", so any other server (daphne) sends them the usual way.
+"""
+
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
+
+from chatsite.fanout import PREPARED_FRAME
+
+
+class PreparedFrameProtocol(WebSocketsSansIOProtocol):
+    """Serve websocket.send messages with a prepared frame by writing its bytes."""
+
+    def handle_connect(self, event: Request) -> None:
+        """Advertise the extension on connections that can use it (no compression)."""
+        super().handle_connect(event)
+        self.prepared = not self.handshake_complete and not self.conn.extensions
+        if self.prepared:
+            self.scope["extensions"][PREPARED_FRAME] = {}
+
+    async def send(self, message: Any) -> None:
+        """Write a prepared frame directly while the socket is open and writable."""
+        frame = message.get(PREPARED_FRAME)
+        if (
+            frame is not None
+            and self.prepared
+            and self.writable.is_set()
+            and not self.close_sent
+            and not self.disconnected
+            and self.conn.state is State.OPEN
+        ):
+            self.transport.write(frame)
+            return
+        await super().send(message)

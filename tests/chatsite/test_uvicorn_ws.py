@@ -1,0 +1,90 @@
+"""The web process's WebSocket protocol: uvicorn's, writing the fan-out's prepared frames."""
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+import websockets
+from django.test import SimpleTestCase
+from websockets.frames import Frame, Opcode
+
+from chatsite.fanout import PREPARED_FRAME
+from chatsite.uvicorn_ws import PreparedFrameProtocol
+
+TIMEOUT = 30.0
+
+
+def prepared(text: str) -> bytes:
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+class ScopeRecorder:
+    """An ASGI app that sends one message holding two different texts, then "end".
+
+    The "text" says "plain" and the prepared frame says "prepared", so what the client
+    reads tells which of the two the server wrote.
+    """
+
+    def __init__(self) -> None:
+        self.extensions: dict[str, Any] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        self.extensions = scope["extensions"]
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        message = {"type": "websocket.send", "text": "plain", PREPARED_FRAME: prepared("prepared")}
+        await send(message)
+        await send({"type": "websocket.send", "text": "end"})
+        await receive()  # websocket.disconnect
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, *, deflate: bool) -> AsyncIterator[str]:
+    """A real uvicorn server with PreparedFrameProtocol on a free port, stopped on exit."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), ws=PreparedFrameProtocol,
+        ws_per_message_deflate=deflate, lifespan="off", log_config=None, log_level="warning",
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not server.started:
+                if task.done():
+                    task.result()  # raise why it stopped
+                await asyncio.sleep(0.01)
+        yield f"ws://127.0.0.1:{config.port}/"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+async def exchange(*, deflate: bool) -> tuple[list[str], dict[str, Any]]:
+    app = ScopeRecorder()
+    async with serving(app, deflate=deflate) as url:
+        compression = "deflate" if deflate else None
+        async with websockets.connect(url, compression=compression, open_timeout=TIMEOUT) as ws:
+            texts = [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(2)]
+    return texts, app.extensions
+
+
+class PreparedFrameProtocolTests(SimpleTestCase):
+    def test_prepared_frame_is_written_as_it_is(self) -> None:
+        texts, extensions = asyncio.run(exchange(deflate=False))
+        self.assertEqual(texts, ["prepared", "end"])
+        self.assertIn(PREPARED_FRAME, extensions)
+
+    def test_compressed_connection_gets_the_text_and_no_extension(self) -> None:
+        texts, extensions = asyncio.run(exchange(deflate=True))
+        self.assertEqual(texts, ["plain", "end"])
+        self.assertNotIn(PREPARED_FRAME, extensions)
