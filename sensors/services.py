@@ -1,5 +1,6 @@
 """Writes of the sensors app: sensors and keys, appending readings, online status."""
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -72,17 +73,17 @@ def _publishers_close(slug: str) -> None:
 # Rate limit, append, mark seen and online, and publish live, in one round trip and in
 # stream order. KEYS: stream, last-seen hash, online set, rate-limit key. ARGV: window ms,
 # cost, limit, maxlen, slug, now ms, the sensor's and the overview's live channels, the
-# "online" status frame, the reading frames' head, then per reading: ts, values, frame tail.
+# "online" status frame, the reading frames' head, then per reading: ts and values (JSON).
 _APPEND_SCRIPT = RedisScript(
     RATE_TAKE_LUA
     + """
 if rate_take(KEYS[4], ARGV[1], ARGV[2], ARGV[3]) == 0 then return false end
 local ids, frames = {}, {}
-for i = 11, #ARGV, 3 do
+for i = 11, #ARGV, 2 do
   local id = redis.call(
     'XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'ts', ARGV[i], 'v', ARGV[i + 1])
   ids[#ids + 1] = id
-  frames[#frames + 1] = ARGV[10] .. id .. ARGV[i + 2]
+  frames[#frames + 1] = ARGV[10] .. id .. '","ts":' .. ARGV[i] .. ',"values":' .. ARGV[i + 1] .. '}'
 end
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
 local came_online = redis.call('SADD', KEYS[3], ARGV[5])
@@ -99,14 +100,16 @@ return ids
 )
 
 
-# A reading's wire frame is head + stream id + tail (json.dumps of type, sensor, id, ts,
-# values), so the script can put in the id it gets from XADD.
+# A reading's wire frame is compact JSON: head + stream id + the ts and values the script
+# also stores, so the script can put in the id it gets from XADD.
+@functools.lru_cache(maxsize=4096)
 def _frame_head(slug: str) -> str:
-    return '{"type": "reading", "sensor": ' + json.dumps(slug) + ', "id": "'
+    return '{"type":"reading","sensor":' + json.dumps(slug) + ',"id":"'
 
 
-def _frame_tail(reading: ValidReading) -> str:
-    return f'", "ts": {json.dumps(reading.ts_ms)}, "values": {json.dumps(reading.values)}}}'
+@functools.lru_cache(maxsize=4096)
+def _online_frame(slug: str) -> str:
+    return json.dumps({"type": "status", "sensor": slug, "online": True}, separators=(",", ":"))
 
 
 def _append_call(
@@ -114,16 +117,14 @@ def _append_call(
 ) -> tuple[list[str], list[Any], RateWindow]:
     window = rate_window(scope="sensor", subject=slug, window=settings.SENSOR_RATE_WINDOW)
     keys = [stream_key(slug), LAST_SEEN_KEY, ONLINE_KEY, window.key]
-    status = json.dumps({"type": "status", "sensor": slug, "online": True})
     args: list[Any] = [
         window.window_ms, len(readings), settings.SENSOR_RATE_LIMIT,
         settings.SENSOR_STREAM_MAXLEN, slug, int(time.time() * 1000),
-        live_channel(sensor_group_name(slug)), live_channel(OVERVIEW_GROUP), status,
-        _frame_head(slug),
+        live_channel(sensor_group_name(slug)), live_channel(OVERVIEW_GROUP),
+        _online_frame(slug), _frame_head(slug),
     ]  # fmt: skip
     for reading in readings:
-        values = json.dumps(reading.values, separators=(",", ":"))
-        args += [reading.ts_ms, values, _frame_tail(reading)]
+        args += [reading.ts_ms, json.dumps(reading.values, separators=(",", ":"))]
     return keys, args, window
 
 
