@@ -209,6 +209,9 @@ SENSOR_WATCH_REQUIRES_LOGIN = env.bool("SENSOR_WATCH_REQUIRES_LOGIN", default=Fa
 SENSOR_RETENTION_DAYS = env.int("SENSOR_RETENTION_DAYS", default=30)
 SENSOR_RECLAIM_IDLE = env.float("SENSOR_RECLAIM_IDLE", default=30.0)  # seconds before reclaim
 SENSOR_MAX_DELIVERIES = env.int("SENSOR_MAX_DELIVERIES", default=5)  # then dead-letter
+# How much lower (nice 0-19) the stream processors run than the web process: their work
+# waits in the stream, a live frame's should not wait behind it (docs/processing.md).
+SENSOR_PROCESSOR_NICE = env.int("SENSOR_PROCESSOR_NICE", default=10)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)

@@ -542,3 +542,12 @@ class CommandTests(ProcessingTestCase):
         self.assertEqual(pending("store"), 0)
         self.assertEqual(pending("alerts"), 0)
         self.assertTrue(Sensor.objects.get().last_seen_at)
+
+    def test_the_processors_run_at_a_lower_cpu_priority(self) -> None:
+        process, log = self.start("proc-nice")
+        # The command lowers its priority before it says it is processing.
+        wait_until(lambda: "Processing stages" in log.read_text())
+        self.assertEqual(
+            os.getpriority(os.PRIO_PROCESS, process.pid),
+            min(19, os.getpriority(os.PRIO_PROCESS, 0) + settings.SENSOR_PROCESSOR_NICE),
+        )

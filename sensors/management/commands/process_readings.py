@@ -6,6 +6,7 @@ import socket
 import threading
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from sensors.processing import Housekeeping, processors_run
@@ -18,6 +19,7 @@ class Command(BaseCommand):
     Each stage runs in its own thread: a stage blocks in XREADGROUP on its own group, and a
     slow one (SMTP for alerts, a big bulk insert) must not hold up the others. Start the
     command more than once (here or on other hosts) to share the work between consumers.
+    The process lowers its CPU priority by SENSOR_PROCESSOR_NICE.
     """
 
     help = "Process sensor readings from the Redis streams (all stages unless --stage)."
@@ -46,6 +48,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if settings.SENSOR_PROCESSOR_NICE > 0:
+            os.nice(settings.SENSOR_PROCESSOR_NICE)
         self.stdout.write(f"Processing stages {', '.join(names)} as consumer {consumer!r}.")
         processors_run(
             stages=[STAGES[name]() for name in names], consumer=consumer, stop=stop,
