@@ -4,7 +4,8 @@ A live event goes to every watcher of a group as the same text frame. Server fra
 not masked, so without compression its bytes on the wire are the same for every socket:
 the fan-out encodes them once (chatsite.fanout.LiveEvent) and this protocol writes them as
 they are, where the stock one would encode and frame the text again for each socket. The
-messages still carry "text", so any other server (daphne) sends them the usual way.
+messages still carry "text", so any other server (daphne) ignores the extra key and sends
+the text the usual way; the scope's extensions say which connections honour it.
 """
 
 from typing import Any
@@ -18,6 +19,8 @@ from chatsite.fanout import PREPARED_FRAME
 
 class PreparedFrameProtocol(WebSocketsSansIOProtocol):
     """Serve websocket.send messages with a prepared frame by writing its bytes."""
+
+    prepared = False  # until the handshake shows the connection can take them
 
     def handle_connect(self, event: Request) -> None:
         """Advertise the extension on connections that can use it (no compression)."""
