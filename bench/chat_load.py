@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import resource
 import sys
 import time
@@ -51,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from stats import percentile_summary
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
@@ -94,29 +94,9 @@ class Stats:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
-def percentile(values: list[float], pct: float) -> float | None:
-    """The pct-th percentile (linear interpolation between closest ranks), or None."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def summary_ms(values: list[float]) -> dict[str, float | int | None]:
     """Count, p50/p95/p99 and max of durations in seconds, as milliseconds."""
-
-    def ms(value: float | None) -> float | None:
-        return None if value is None else round(value * 1000, 1)
-
-    return {
-        "n": len(values),
-        "p50": ms(percentile(values, 50)),
-        "p95": ms(percentile(values, 95)),
-        "p99": ms(percentile(values, 99)),
-        "max": ms(max(values) if values else None),
-    }
+    return percentile_summary(values, scale=1000, digits=1)
 
 
 # --- HTTP: session creation ------------------------------------------------------------------

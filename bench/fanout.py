@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import resource
 import sys
@@ -58,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from stats import percentile_summary
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -68,32 +68,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- small helpers -----------------------------------------------------------------------
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """The pct-th percentile (linear interpolation between closest ranks), or None."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * pct / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def latency_summary(values: list[float]) -> dict[str, float | int | None]:
-    """Count, p50/p95/p99 and max of latencies in ms, rounded."""
-    ordered = sorted(values)
-
-    def r(x: float | None) -> float | None:
-        return None if x is None else round(x, 2)
-
-    return {
-        "n": len(ordered),
-        "p50": r(percentile(ordered, 50)),
-        "p95": r(percentile(ordered, 95)),
-        "p99": r(percentile(ordered, 99)),
-        "max": r(ordered[-1] if ordered else None),
-    }
 
 
 def ws_base(url: str) -> tuple[str, str]:
@@ -243,7 +217,7 @@ class Step:
             "duplicates": self.duplicates,
             "stale_from_earlier_step": self.stale,
             "delivered_per_s": round(self.received / window, 1),
-            "latency_ms": latency_summary(self.latencies),
+            "latency_ms": percentile_summary(self.latencies),
             "publisher_behind_schedule_max_ms": round(self.send_lateness_max * 1000, 1),
             "errors": self.errors,
         }
