@@ -8,7 +8,7 @@ from django.db.models import Avg, Count, F, Max, Min
 from chatsite.credentials import credential_matches
 from chatsite.redis_clients import get_async_redis, get_redis
 from sensors.errors import SensorError
-from sensors.models import Alert, Reading, Sensor, stream_id_tuple, stream_key
+from sensors.models import Alert, AlertRule, Reading, Sensor, stream_id_tuple, stream_key
 from sensors.serializers import alert_data
 from sensors.services import LAST_SEEN_KEY, ONLINE_KEY
 
@@ -29,6 +29,15 @@ def sensor_get(*, slug: str) -> Sensor:
     if sensor is None:
         raise SensorError("not_found", "No such sensor.", status=404)
     return sensor
+
+
+def sensor_slugs_with_rules(*, slugs: set[str]) -> set[str]:
+    """Which of these sensors have an active alert rule."""
+    return set(
+        AlertRule.objects.filter(active=True, sensor__slug__in=slugs)
+        .values_list("sensor__slug", flat=True)
+        .distinct()
+    )
 
 
 def entry_data(entry_id: bytes | str, fields: dict[bytes, bytes]) -> dict[str, Any]:

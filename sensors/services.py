@@ -170,14 +170,16 @@ def sensors_offline_sweep(*, now_ms: int | None = None) -> list[str]:
         if client.srem(ONLINE_KEY, slug):  # only one sweeper announces it
             sensor_live_send(slug=slug, payload={"type": "status", "sensor": slug, "online": False})
             gone.append(slug)
+    sensors_last_seen_store(slugs=gone)  # the rows' final times, now that the sensors are quiet
     return gone
 
 
 def sensors_last_seen_store(*, slugs: Iterable[str]) -> None:
     """Copy the last-seen times kept in Redis to the Sensor rows (off the hot path)."""
-    client = get_redis()
-    for slug in slugs:
-        last = client.hget(LAST_SEEN_KEY, slug)
+    slugs = list(slugs)
+    if not slugs:
+        return
+    for slug, last in zip(slugs, get_redis().hmget(LAST_SEEN_KEY, slugs), strict=True):
         if last is not None:
             seen = datetime.fromtimestamp(int(last) / 1000, tz=UTC)
             Sensor.objects.filter(slug=slug).update(last_seen_at=seen)

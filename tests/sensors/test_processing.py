@@ -21,7 +21,12 @@ from django.test import override_settings
 from chatsite.redis_clients import get_redis
 from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor, stream_key
 from sensors.processing import DEAD_LETTER_STREAM, ERRORS_KEY, Entry, Housekeeping, StageRunner
-from sensors.services import readings_append, sensor_create
+from sensors.services import (
+    LAST_SEEN_KEY,
+    readings_append,
+    sensor_create,
+    sensors_offline_sweep,
+)
 from sensors.services_processing import DAY_MS, StreamReading, readings_purge, readings_store
 from sensors.stages import AlertStage, StoreStage
 from sensors.validation import readings_validate
@@ -55,6 +60,11 @@ def publish(*readings: dict[str, Any], slug: str = SLUG) -> list[str]:
     return readings_append(slug=slug, readings=readings_validate(list(readings)))
 
 
+def reading_fields(temperature: float = 1.0) -> dict[bytes, bytes]:
+    """The fields of a stream entry as the append script writes them."""
+    return {b"ts": str(now_ms()).encode(), b"v": json.dumps({"temperature": temperature}).encode()}
+
+
 def pending(group: str, slug: str = SLUG) -> int:
     return get_redis().xpending(stream_key(slug), group)["pending"]
 
@@ -78,6 +88,7 @@ class KillingStore(StoreStage):
     """Brings the process down whenever a batch holds one particular entry."""
 
     def __init__(self, kill_id: str) -> None:
+        super().__init__()
         self.kill_id = kill_id
         self.kills = 0
 
@@ -96,6 +107,7 @@ class PoisonedStore(StoreStage):
     """Fails for one entry, every time; counts how often it was tried."""
 
     def __init__(self, poison_id: str) -> None:
+        super().__init__()
         self.poison_id = poison_id
         self.poison_attempts = 0
 
@@ -192,6 +204,31 @@ class StoreStageTests(ProcessingTestCase):
         self.assertEqual(sum(r.processed for r in runners), 50, "no entry handled twice")
         self.assertIn("INFO:sensors.processing:stage store: consumer x stopped", logs.output)
         self.assertEqual(pending("store"), 0)
+
+    def test_readings_of_a_sensor_that_no_longer_exists_are_skipped(self) -> None:
+        gone = StreamReading("deleted-sensor", "5-0", now_ms(), {"temperature": 9.0})
+        kept = StreamReading(SLUG, "6-0", now_ms(), {"temperature": 1.0})
+        readings_store(readings=[gone, kept])
+        self.assertEqual(self.stored(), [("6-0", "temperature", 1.0)])
+        self.assertEqual(Reading.objects.count(), 1)
+
+    def test_the_last_seen_time_is_copied_at_most_once_an_interval(self) -> None:
+        stage = StoreStage()
+        stage.last_seen_every = 3600.0
+        for reading_ms in (1_000_000, 2_000_000):
+            get_redis().hset(LAST_SEEN_KEY, SLUG, reading_ms)
+            stage.handle([Entry(stream_key(SLUG), f"{reading_ms}-0", reading_fields())])
+        self.sensor.refresh_from_db()
+        self.assertEqual(self.sensor.last_seen_at.timestamp(), 1000, "the first batch's copy")
+        self.assertEqual(len(self.stored()), 2, "every batch is still stored")
+
+    def test_the_offline_sweep_copies_the_last_seen_time(self) -> None:
+        publish({"temperature": 1})
+        seen_ms = int(get_redis().hget(LAST_SEEN_KEY, SLUG))
+        later = seen_ms + (settings.SENSOR_OFFLINE_AFTER + 1) * 1000
+        self.assertEqual(sensors_offline_sweep(now_ms=later), [SLUG])
+        self.sensor.refresh_from_db()
+        self.assertEqual(int(self.sensor.last_seen_at.timestamp() * 1000), seen_ms)
 
 
 class ReclaimTests(ProcessingTestCase):
@@ -353,6 +390,15 @@ class AlertRuleTests(ProcessingTestCase):
         rule.refresh_from_db()
         self.assertIsNone(rule.condition_since_ms)
         self.assertEqual([m.to for m in mail.outbox], [["oncall@example.com"]])
+
+    def test_readings_of_sensors_without_rules_are_not_evaluated(self) -> None:
+        rule = self.rule()
+        sensor_create(slug="cellar")
+        unruled = Entry(stream_key("cellar"), "1-0", {b"ts": b"soon", b"v": b"{"})
+        ruled = Entry(stream_key(SLUG), "2-0", reading_fields(40))
+        # The cellar's (malformed) entry is never decoded: no rule could use it.
+        AlertStage().handle([unruled, ruled])
+        self.assertEqual(Alert.objects.get().rule, rule)
 
     def test_a_redelivered_reading_fires_nothing_more(self) -> None:
         self.rule()
