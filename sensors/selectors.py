@@ -126,18 +126,29 @@ def readings_history(
 
 
 def readings_buckets(
-    *, sensor: Sensor, since_ms: int | None, until_ms: int | None, bucket_seconds: int
+    *,
+    sensor: Sensor,
+    since_ms: int | None,
+    until_ms: int | None,
+    bucket_seconds: int,
+    limit: int,
 ) -> list[dict[str, Any]]:
-    """Per time bucket and metric: min, avg, max and count, computed in the database."""
+    """The newest `limit` buckets with readings, oldest first: per metric min/avg/max/count."""
     bucket_ms = bucket_seconds * 1000
     rows = Reading.objects.filter(sensor=sensor)
     if since_ms is not None:
         rows = rows.filter(ts_ms__gte=since_ms)
     if until_ms is not None:
         rows = rows.filter(ts_ms__lte=until_ms)
+    rows = rows.annotate(bucket=F("ts_ms") / bucket_ms)
+    # The limit-th newest bucket bounds the answer, as `limit` bounds raw readings: a
+    # fine bucket over a long range must not build a response of millions of buckets.
+    oldest_kept = rows.values_list("bucket", flat=True).distinct().order_by("-bucket")
+    boundary = list(oldest_kept[limit - 1 : limit])
+    if boundary:
+        rows = rows.filter(ts_ms__gte=int(boundary[0]) * bucket_ms)
     grouped = (
-        rows.annotate(bucket=F("ts_ms") / bucket_ms)
-        .values("bucket", "metric")
+        rows.values("bucket", "metric")
         .annotate(min=Min("value"), avg=Avg("value"), max=Max("value"), count=Count("id"))
         .order_by("bucket", "metric")
     )

@@ -58,18 +58,18 @@ def sensors_index(request: HttpRequest, data: Any) -> JsonResponse:
 
 
 def _readings_index(request: HttpRequest, slug: str) -> JsonResponse:
-    """?since=&until=&limit= raw readings, newest last; &bucket=<s> per-bucket aggregates."""
+    """?since=&until=&limit= raw readings, newest last; &bucket=<s>: the newest `limit` buckets."""
     _require_watcher(request)
     sensor = sensor_get(slug=slug)
     since = _query_time(request, "since")
     until = _query_time(request, "until")
     bucket = _query_int(request, "bucket", default=None, low=1, high=365 * 86400)
+    limit = _query_int(request, "limit", default=1000, low=1, high=MAX_LIMIT)
     if bucket is not None:
         buckets = readings_buckets(
-            sensor=sensor, since_ms=since, until_ms=until, bucket_seconds=bucket
+            sensor=sensor, since_ms=since, until_ms=until, bucket_seconds=bucket, limit=limit
         )
         return JsonResponse({"sensor": slug, "bucket": bucket, "buckets": buckets})
-    limit = _query_int(request, "limit", default=1000, low=1, high=MAX_LIMIT)
     readings = readings_history(sensor=sensor, since_ms=since, until_ms=until, limit=limit)
     return JsonResponse({"sensor": slug, "readings": readings})
 

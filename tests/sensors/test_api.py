@@ -396,6 +396,21 @@ class BucketTests(SensorApiTestCase):
             ],
         )  # fmt: skip
 
+    def test_limit_keeps_the_newest_buckets_oldest_first(self) -> None:
+        self.assertBucketsEqual(
+            self.buckets(bucket=60, limit=2),
+            [
+                {"ts": T0 + 180_000, "metrics": {
+                    "humidity": {"min": 44.5, "avg": 45.0, "max": 45.5, "count": 2}}},
+                {"ts": T0 + 240_000, "metrics": {
+                    "temperature": {"min": -5.0, "avg": -5.0, "max": -5.0, "count": 1}}},
+            ],
+        )  # fmt: skip
+
+    def test_limit_is_checked_with_bucket(self) -> None:
+        response = self.get(f"/api/sensors/{SLUG}/readings", bucket=60, limit=10_001)
+        self.assertEqual(self.assertError(response, 400, "invalid_query")["field"], "limit")
+
     def test_range_without_readings_has_no_buckets(self) -> None:
         self.assertEqual(self.buckets(bucket=60, since=T0 + 300_000), [])
 
