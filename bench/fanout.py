@@ -329,6 +329,8 @@ class Bench:
         self.connect_errors: dict[str, int] = {}
         self.watcher_closed = 0
         self.compression = None if args.compression == "none" else "deflate"
+        compact = args.target == "relay" and args.relay_frame == "site"
+        self.json_opts: dict[str, Any] = {"separators": (",", ":")} if compact else {}
 
     # watchers ---------------------------------------------------------------------------
 
@@ -434,9 +436,9 @@ class Bench:
                     step.send_lateness_max = max(step.send_lateness_max, now - due)
                 readings = []
                 for _ in range(batch):
-                    readings.append({"values": {"sent_ms": time.time() * 1000, "seq": seq0 + n}})
+                    readings.append(self.reading(time.time() * 1000, seq0 + n))
                     n += 1
-                await ws.send(json.dumps(readings[0] if batch == 1 else readings))
+                await ws.send(json.dumps(readings[0] if batch == 1 else readings, **self.json_opts))
                 step.sent += batch
             # the acks of the last frames, briefly
             deadline = time.monotonic() + 5
@@ -451,6 +453,20 @@ class Bench:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             await ws.close()
+
+    def reading(self, sent_ms: float, seq: int) -> dict[str, Any]:
+        """What a publisher sends for one reading.
+
+        The relay forwards frames as they come, so with --relay-frame site the publisher
+        sends it what the site sends its watchers for a reading (the same keys, compact):
+        both targets then deliver frames of the same shape and size.
+        """
+        values = {"sent_ms": sent_ms, "seq": seq}
+        if self.args.target == "relay" and self.args.relay_frame == "site":
+            ms = int(sent_ms)
+            return {"type": "reading", "sensor": self.args.sensor, "id": f"{ms}-{seq % 100}",
+                    "ts": ms, "values": values}  # fmt: skip
+        return {"values": values}
 
     # one step ---------------------------------------------------------------------------
 
@@ -525,7 +541,7 @@ class Bench:
         out: dict[str, Any] = {
             "target": args.target, "url": args.url, "sensor": args.sensor,
             "publishers": args.publishers, "watchers_wanted": args.watchers,
-            "batch": args.batch, "compression": args.compression,
+            "batch": args.batch, "compression": args.compression, "relay_frame": args.relay_frame,
             "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }  # fmt: skip
         sampler = ProcSampler(args.pids)
@@ -679,6 +695,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sensor", default="fan1")
     p.add_argument("--key", default="", help="the sensor's key (chatsite)")
     p.add_argument("--key-in-query", action="store_true", help="send the key as ?key= (chatsite)")
+    p.add_argument(
+        "--relay-frame",
+        choices=["publisher", "site"],
+        default="publisher",
+        help="relay: forward the publisher's small frame, or a frame shaped like "
+        "the site's reading frame (the same bytes for the watchers to read)",
+    )
     p.add_argument("--publishers", type=int, default=1)
     p.add_argument("--rate", type=float, default=50.0, help="readings/s per publisher")
     p.add_argument("--batch", type=int, default=1, help="readings per frame")
