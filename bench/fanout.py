@@ -329,8 +329,9 @@ class Bench:
         self.connect_errors: dict[str, int] = {}
         self.watcher_closed = 0
         self.compression = None if args.compression == "none" else "deflate"
-        compact = args.target == "relay" and args.relay_frame == "site"
-        self.json_opts: dict[str, Any] = {"separators": (",", ":")} if compact else {}
+        # --relay-frame site: the relay gets (and forwards) frames of the site's shape
+        self.site_frames = args.target == "relay" and args.relay_frame == "site"
+        self.json_opts: dict[str, Any] = {"separators": (",", ":")} if self.site_frames else {}
 
     # watchers ---------------------------------------------------------------------------
 
@@ -462,7 +463,7 @@ class Bench:
         both targets then deliver frames of the same shape and size.
         """
         values = {"sent_ms": sent_ms, "seq": seq}
-        if self.args.target == "relay" and self.args.relay_frame == "site":
+        if self.site_frames:
             ms = int(sent_ms)
             return {"type": "reading", "sensor": self.args.sensor, "id": f"{ms}-{seq % 100}",
                     "ts": ms, "values": values}  # fmt: skip
