@@ -7,14 +7,18 @@ from chatsite.errors import AppError
 from chatsite.redis_clients import RedisScript
 
 # rate_take(key, window_ms, cost, limit): count `cost` events unless that would pass the
-# limit; a refused request is not counted. Returns 1 (allowed) or 0. Other scripts include
-# it to take from a limit in the same round trip as their own work.
+# limit; a refused request is not counted (it is taken back in the same script). Returns
+# 1 (allowed) or 0. Other scripts include it to take from a limit in the same round trip
+# as their own work. One INCRBY, not GET then INCRBY: this runs for every published frame.
 RATE_TAKE_LUA = """
 local function rate_take(key, window_ms, cost, limit)
-  local count = tonumber(redis.call('GET', key) or '0')
   cost = tonumber(cost)
-  if count + cost > tonumber(limit) then return 0 end
-  if redis.call('INCRBY', key, cost) == cost then redis.call('PEXPIRE', key, window_ms) end
+  local count = redis.call('INCRBY', key, cost)
+  if count == cost then redis.call('PEXPIRE', key, window_ms) end
+  if count > tonumber(limit) then
+    redis.call('DECRBY', key, cost)
+    return 0
+  end
   return 1
 end
 """

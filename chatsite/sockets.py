@@ -1,12 +1,16 @@
 """The JSON WebSocket base shared by every socket: limits, parsing, dispatch, errors."""
 
+import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chatsite.api import reject_constant
@@ -52,6 +56,41 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
     """Parse JSON text frames, dispatch on "type", answer bad input with an error frame."""
 
     max_frame_bytes: int = 32 * 1024
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' consumer loop, with one long-lived reader per message source.
+
+        Channels waits on the client and the channel layer with asyncio.wait and starts a
+        new task for every message, which costs more than a device's frame is worth on the
+        publish path. Here each source has its own reader loop; a lock keeps Channels'
+        guarantee that handlers run one at a time, in the order each source delivers.
+        """
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.append(self.channel_receive)
+        lock = asyncio.Lock()
+        readers = [asyncio.ensure_future(self._read_loop(source, lock)) for source in sources]
+        try:
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            for reader in done:
+                reader.result()  # StopConsumer ends the socket; anything else propagates
+        except StopConsumer:
+            pass
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read_loop(self, source: Callable[[], Awaitable[dict[str, Any]]], lock: Any) -> None:
+        while True:
+            message = await source()
+            async with lock:
+                await self.dispatch(message)
 
     def handlers(self) -> dict[str, Handler]:
         """Map each accepted frame type to its coroutine."""
