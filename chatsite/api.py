@@ -20,10 +20,21 @@ def reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Made once: json.loads with a keyword argument builds a new decoder for every call.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=reject_constant)
+
+
+def json_loads_strict(raw: bytes | str) -> Any:
+    """json.loads, but NaN and Infinity raise ValueError (Python accepts them by default)."""
+    if not isinstance(raw, str):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _STRICT_DECODER.decode(raw)
+
+
 def parse_json_body(raw: bytes | str, *, allow_list: bool = False) -> Any:
     """Parse a JSON object (or, where allowed, a list) or raise AppError(invalid_json)."""
     try:
-        data = json.loads(raw, parse_constant=reject_constant)
+        data = json_loads_strict(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AppError("invalid_json", "The body is not valid JSON.") from exc
     if not (isinstance(data, dict) or (allow_list and isinstance(data, list))):

@@ -10,6 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.commands.core import AsyncScript, Script
+from redis.exceptions import NoScriptError
 
 _sync: tuple[int, redis.Redis] | None = None
 _async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = (
@@ -59,4 +60,8 @@ class RedisScript:
 
     async def run_async(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run it on the running event loop's async client."""
-        return await self._async(keys, args, client=get_async_redis())
+        client = get_async_redis()
+        try:  # EVALSHA directly: redis-py's Script call rebuilds the arguments every time
+            return await client.evalsha(self._async.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._async(keys, args, client=client)

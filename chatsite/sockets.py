@@ -13,7 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chatsite.api import reject_constant
+from chatsite.api import json_loads_strict
 from chatsite.errors import AppError, error_event
 from chatsite.fanout import LiveEvent, LiveFeed
 
@@ -120,7 +120,7 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
                 "frame_too_large", f"Frames are limited to {self.max_frame_bytes} bytes."
             )
         try:
-            return json.loads(text_data, parse_constant=reject_constant)
+            return json_loads_strict(text_data)
         except ValueError as exc:
             raise AppError("invalid_json", "The frame is not valid JSON.") from exc
 

@@ -1,4 +1,4 @@
-"""uvicorn's sans-I/O WebSocket protocol, plus prepared frames for the live fan-out.
+"""uvicorn's sans-I/O WebSocket protocol, plus prepared frames and a receive queue.
 
 A live event goes to every watcher of a group as the same text frame. Server frames are
 not masked, so without compression its bytes on the wire are the same for every socket:
@@ -6,6 +6,11 @@ the fan-out encodes them once (chatsite.fanout.LiveEvent) and this protocol writ
 they are, where the stock one would encode and frame the text again for each socket. The
 messages still carry "text", so any other server (daphne) ignores the extra key and sends
 the text the usual way; the scope's extensions say which connections honour it.
+
+uvicorn's protocol also stops reading the socket after every message until the app has
+taken it, and starts again when it does: two epoll changes per frame a device sends. This
+one reads ahead up to uvicorn's `--ws-max-queue` messages (32 by default), as uvicorn's
+legacy websockets protocol and the websockets library do, and only then pauses.
 """
 
 from typing import Any
@@ -18,7 +23,7 @@ from chatsite.fanout import PREPARED_FRAME
 
 
 class PreparedFrameProtocol(WebSocketsSansIOProtocol):
-    """Serve websocket.send messages with a prepared frame by writing its bytes."""
+    """Write prepared frames as they are; pause reading only when the app falls behind."""
 
     prepared = False  # until the handshake shows the connection can take them
 
@@ -43,3 +48,15 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
             self.transport.write(frame)
             return
         await super().send(message)
+
+    def send_receive_event_to_app(self) -> None:
+        """Queue the message for the app; pause reading once ws_max_queue are waiting."""
+        paused = self.read_paused
+        self.read_paused = True  # so uvicorn's method does not pause after every message
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
+        if not paused and self.queue.qsize() >= self.config.ws_max_queue:
+            self.read_paused = True
+            self.transport.pause_reading()  # resumed by receive() once the queue is empty

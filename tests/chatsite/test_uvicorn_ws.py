@@ -1,4 +1,4 @@
-"""The web process's WebSocket protocol: uvicorn's, writing the fan-out's prepared frames."""
+"""The web process's WebSocket protocol: uvicorn's, with prepared frames and read-ahead."""
 
 import asyncio
 import contextlib
@@ -49,11 +49,14 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, *, deflate: bool) -> AsyncIterator[str]:
+async def serving(
+    app: Any, *, deflate: bool = False, max_queue: int = 32, protocol: type = PreparedFrameProtocol
+) -> AsyncIterator[str]:
     """A real uvicorn server with PreparedFrameProtocol on a free port, stopped on exit."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), ws=PreparedFrameProtocol,
-        ws_per_message_deflate=deflate, lifespan="off", log_config=None, log_level="warning",
+        app, host="127.0.0.1", port=free_port(), ws=protocol,
+        ws_per_message_deflate=deflate, ws_max_queue=max_queue, lifespan="off",
+        log_config=None, log_level="warning",
     )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -88,3 +91,57 @@ class PreparedFrameProtocolTests(SimpleTestCase):
         texts, extensions = asyncio.run(exchange(deflate=True))
         self.assertEqual(texts, ["plain", "end"])
         self.assertNotIn(PREPARED_FRAME, extensions)
+
+
+class ReadLater:
+    """An ASGI app that accepts, reads nothing until released, then reads `count` texts."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.release = asyncio.Event()
+        self.received: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await self.release.wait()
+        while len(self.received) < self.count:
+            self.received.append((await receive())["text"])
+        await send({"type": "websocket.send", "text": "done"})
+        await receive()  # websocket.disconnect
+
+
+async def read_ahead(*, count: int, max_queue: int) -> tuple[int, list[str], str]:
+    """Send `count` 64 KiB texts to a busy app; its backlog when the server paused reading."""
+    paused, backlog = asyncio.Event(), []
+
+    class Watched(PreparedFrameProtocol):
+        def send_receive_event_to_app(self) -> None:
+            super().send_receive_event_to_app()
+            if self.read_paused and not paused.is_set():
+                backlog.append(self.queue.qsize())
+                paused.set()
+
+    async def send_all(ws: Any) -> None:
+        for i in range(count):
+            await ws.send(f"{i:06d}" + "x" * 65536)
+
+    app = ReadLater(count)
+    async with (
+        serving(app, max_queue=max_queue, protocol=Watched) as url,
+        websockets.connect(url, compression=None, open_timeout=TIMEOUT) as ws,
+    ):
+        sending = asyncio.create_task(send_all(ws))
+        await asyncio.wait_for(paused.wait(), TIMEOUT)
+        app.release.set()
+        await asyncio.wait_for(sending, TIMEOUT)
+        done = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    return backlog[0], app.received, done
+
+
+class ReadAheadTests(SimpleTestCase):
+    def test_reading_pauses_once_the_app_is_ws_max_queue_messages_behind(self) -> None:
+        backlog, received, done = asyncio.run(read_ahead(count=60, max_queue=8))
+        self.assertEqual(backlog, 8)  # uvicorn's own pauses after every message
+        self.assertEqual(done, "done")
+        self.assertEqual([text[:6] for text in received], [f"{i:06d}" for i in range(60)])
