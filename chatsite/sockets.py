@@ -15,7 +15,7 @@ from django.conf import settings
 
 from chatsite.api import json_loads_strict
 from chatsite.errors import AppError, error_event
-from chatsite.fanout import LiveEvent, LiveFeed
+from chatsite.fanout import PREPARED_FRAME, LiveEvent, LiveFeed
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +181,13 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         connect() returns: history first, then live frames, filtered against it.
         """
         if self.live_feed is None:
+            prepared = (self.scope.get("extensions") or {}).get(PREPARED_FRAME) or {}
             self.live_feed = LiveFeed(
                 send=self.scope.get(SERVER_SEND) or self.base_send,
                 select=self.live_messages,
                 limit=settings.SOCKET_LIVE_BACKLOG,
                 on_overflow=self.live_overflow_messages,
+                write=prepared.get("write"),
             )
         await self.live_feed.join(group)
 

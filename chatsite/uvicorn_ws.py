@@ -5,7 +5,8 @@ not masked, so without compression its bytes on the wire are the same for every 
 the fan-out encodes them once (chatsite.fanout.LiveEvent) and this protocol writes them as
 they are, where the stock one would encode and frame the text again for each socket. The
 messages still carry "text", so any other server (daphne) ignores the extra key and sends
-the text the usual way; the scope's extensions say which connections honour it.
+the text the usual way; the scope's extensions say which connections honour it, and give
+the fan-out a synchronous `write` for them.
 
 uvicorn's protocol also stops reading the socket after every message until the app has
 taken it, and starts again when it does: two epoll changes per frame a device sends. This
@@ -32,20 +33,28 @@ class PreparedFrameProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         self.prepared = not self.handshake_complete and not self.conn.extensions
         if self.prepared:
-            self.scope["extensions"][PREPARED_FRAME] = {}
+            self.scope["extensions"][PREPARED_FRAME] = {"write": self.write_prepared}
 
-    async def send(self, message: Any) -> None:
-        """Write a prepared frame directly while the socket is open and writable."""
-        frame = message.get(PREPARED_FRAME)
+    def write_prepared(self, frame: bytes) -> bool:
+        """Write a prepared frame now if the socket is open and writable; False if not.
+
+        Synchronous, so the fan-out can write a frame to each socket without creating and
+        finishing a coroutine per socket; when it returns False, send the message instead.
+        """
         if (
-            frame is not None
-            and self.prepared
-            and self.writable.is_set()
+            self.writable.is_set()
             and not self.close_sent
             and not self.disconnected
             and self.conn.state is State.OPEN
         ):
             self.transport.write(frame)
+            return True
+        return False
+
+    async def send(self, message: Any) -> None:
+        """Write a prepared frame directly while the socket is open and writable."""
+        frame = message.get(PREPARED_FRAME)
+        if frame is not None and self.prepared and self.write_prepared(frame):
             return
         await super().send(message)
 

@@ -113,6 +113,49 @@ class OutboxTests(SimpleTestCase):
         self.assertEqual(send.written, [])
 
 
+def framed(n: int) -> dict[str, Any]:
+    return {**text(n), PREPARED_FRAME: str(n).encode()}
+
+
+class ServerWrite:
+    """The server's synchronous write: records frames while `open`, refuses otherwise."""
+
+    def __init__(self, log: list[Any]) -> None:
+        self.log = log
+        self.open = True
+
+    def __call__(self, frame: bytes) -> bool:
+        if self.open:
+            self.log.append(frame)
+        return self.open
+
+
+class OutboxWriteTests(SimpleTestCase):
+    async def test_prepared_frames_are_written_with_write_and_others_sent(self) -> None:
+        send = ServerSend()
+        write = ServerWrite(send.written)  # one log: the order on the wire
+        outbox = Outbox(send, limit=100, on_overflow=lambda: list(OVERFLOW), write=write)
+        outbox.put([framed(1), text(2), framed(3)])
+        self.assertEqual(send.written, [b"1", text(2), b"3"])
+        self.assertIsNone(outbox.writer)
+
+    async def test_a_refused_write_is_sent_and_later_frames_wait_behind_it(self) -> None:
+        send = ServerSend()
+        write = ServerWrite(send.written)
+        outbox = Outbox(send, limit=100, on_overflow=lambda: list(OVERFLOW), write=write)
+        outbox.put([framed(1)])
+        write.open = False  # not writable: the server's send waits for it
+        send.gate.clear()
+        outbox.put([framed(2)])
+        write.open = True
+        outbox.put([framed(3)])  # writable again, but 2 is still waiting
+        send.gate.set()
+        await asyncio.wait_for(outbox.writer, TIMEOUT)
+        self.assertEqual(send.written, [b"1", framed(2), framed(3)])
+        outbox.put([framed(4)])  # caught up: written directly again
+        self.assertEqual(send.written[-1], b"4")
+
+
 class LiveEventTests(SimpleTestCase):
     def test_each_message_carries_its_text_as_a_prepared_unmasked_frame(self) -> None:
         frames = ['{"n": 1}', '{"n": "é"}']

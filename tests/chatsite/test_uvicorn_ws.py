@@ -25,7 +25,8 @@ class ScopeRecorder:
     """An ASGI app that sends one message holding two different texts, then "end".
 
     The "text" says "plain" and the prepared frame says "prepared", so what the client
-    reads tells which of the two the server wrote.
+    reads tells which of the two the server wrote. Where the extension offers `write`,
+    it also writes a prepared "written" with it, between the two.
     """
 
     def __init__(self) -> None:
@@ -38,6 +39,9 @@ class ScopeRecorder:
         await send({"type": "websocket.accept"})
         message = {"type": "websocket.send", "text": "plain", PREPARED_FRAME: prepared("prepared")}
         await send(message)
+        write = self.extensions.get(PREPARED_FRAME, {}).get("write")
+        if write is not None:
+            assert write(prepared("written"))
         await send({"type": "websocket.send", "text": "end"})
         await receive()  # websocket.disconnect
 
@@ -77,14 +81,16 @@ async def exchange(*, deflate: bool) -> tuple[list[str], dict[str, Any]]:
     async with serving(app, deflate=deflate) as url:
         compression = "deflate" if deflate else None
         async with websockets.connect(url, compression=compression, open_timeout=TIMEOUT) as ws:
-            texts = [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(2)]
+            texts = []
+            while not texts or texts[-1] != "end":
+                texts.append(await asyncio.wait_for(ws.recv(), TIMEOUT))
     return texts, app.extensions
 
 
 class PreparedFrameProtocolTests(SimpleTestCase):
     def test_prepared_frame_is_written_as_it_is(self) -> None:
         texts, extensions = asyncio.run(exchange(deflate=False))
-        self.assertEqual(texts, ["prepared", "end"])
+        self.assertEqual(texts, ["prepared", "written", "end"])
         self.assertIn(PREPARED_FRAME, extensions)
 
     def test_compressed_connection_gets_the_text_and_no_extension(self) -> None:
