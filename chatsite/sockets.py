@@ -86,7 +86,9 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
 
-    async def _read_loop(self, source: Callable[[], Awaitable[dict[str, Any]]], lock: Any) -> None:
+    async def _read_loop(
+        self, source: Callable[[], Awaitable[dict[str, Any]]], lock: asyncio.Lock
+    ) -> None:
         while True:
             message = await source()
             async with lock:

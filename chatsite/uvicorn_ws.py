@@ -10,8 +10,9 @@ the fan-out a synchronous `write` for them.
 
 uvicorn's protocol also stops reading the socket after every message until the app has
 taken it, and starts again when it does: two epoll changes per frame a device sends. This
-one reads ahead up to uvicorn's `--ws-max-queue` messages (32 by default), as uvicorn's
-legacy websockets protocol and the websockets library do, and only then pauses.
+one reads ahead up to uvicorn's `--ws-max-queue` messages (32 by default; the Procfile
+sets 8), as uvicorn's legacy websockets protocol and the websockets library do, and only
+then pauses.
 """
 
 from typing import Any
