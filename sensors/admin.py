@@ -25,7 +25,7 @@ from chatsite.admin_mixins import (
 )
 from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor
 from sensors.selectors import sensor_state
-from sensors.services import sensor_create, sensor_deactivate, sensor_key_rotate
+from sensors.services import sensor_create, sensor_deactivate, sensor_delete, sensor_key_rotate
 from sensors.validation import METRIC_NAME
 
 SHORT_ERROR_CHARS = 80
@@ -121,6 +121,16 @@ class SensorAdmin(SecretOnAddAdminMixin, LiveStateAdminMixin, admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and "active" in form.changed_data and not obj.active:
             sensor_deactivate(sensor=obj)  # closes connected publishers too
+
+    def delete_model(self, request: HttpRequest, obj: Sensor) -> None:
+        """Delete through the service, which also drops the sensor's stream in Redis."""
+        sensor_delete(sensor=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """The bulk "delete selected" action, one sensor at a time through the service."""
+        with transaction.atomic():
+            for sensor in queryset:
+                sensor_delete(sensor=sensor)
 
     def create_with_secret(self, obj: Sensor) -> tuple[Sensor, str]:
         return sensor_create(

@@ -63,6 +63,25 @@ def sensor_deactivate(*, sensor: Sensor) -> None:
     transaction.on_commit(lambda: _publishers_close(sensor.slug), robust=True)
 
 
+def sensor_delete(*, sensor: Sensor) -> None:
+    """Delete the sensor with its readings; then its stream and live state, and publishers."""
+    slug = sensor.slug
+    sensor.delete()
+    # robust: the row is gone either way; Redis being away must not undo the delete.
+    transaction.on_commit(lambda: _sensor_redis_drop(slug), robust=True)
+
+
+def _sensor_redis_drop(slug: str) -> None:
+    # Close publishers first: a connected one would append to the stream again. A sensor
+    # made later with the same slug then starts with no history, last-seen or online state.
+    _publishers_close(slug)
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.delete(stream_key(slug))
+    pipe.hdel(LAST_SEEN_KEY, slug)
+    pipe.srem(ONLINE_KEY, slug)
+    pipe.execute()
+
+
 def _publishers_close(slug: str) -> None:
     group_send_sync(publisher_group_name(slug), {"type": "publisher.revoke"})
 

@@ -15,9 +15,10 @@ from chatsite.credentials import credential_hash
 from chatsite.redis_clients import get_redis
 from sensors import selectors
 from sensors.errors import SensorError
-from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor
+from sensors.models import Alert, AlertRule, DeadLetter, Reading, Sensor, stream_key
 from sensors.selectors import sensor_authenticate
-from sensors.services import LAST_SEEN_KEY, ONLINE_KEY, sensor_create
+from sensors.services import LAST_SEEN_KEY, ONLINE_KEY, readings_append, sensor_create
+from sensors.validation import ValidReading
 
 SENSORS_URL = reverse("admin:sensors_sensor_changelist")
 ADD_SENSOR_URL = reverse("admin:sensors_sensor_add")
@@ -249,6 +250,41 @@ class SensorActionTests(AdminTestCase):
         self.assert_key_works("beta", self.beta_key)
         self.alpha.refresh_from_db()
         self.assertFalse(self.alpha.active)
+
+
+class SensorDeleteTests(AdminTestCase):
+    """Deleting in the admin also drops the sensor's stream and live state in Redis."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        for slug in ("alpha", "beta"):
+            readings_append(slug=slug, readings=[ValidReading(ts_ms=1, values={"t": 1.0})])
+
+    def assert_gone_from_redis(self, slug: str) -> None:
+        client = get_redis()
+        self.assertEqual(client.exists(stream_key(slug)), 0)
+        self.assertIsNone(client.hget(LAST_SEEN_KEY, slug))
+        self.assertFalse(client.sismember(ONLINE_KEY, slug))
+
+    def test_deleting_a_sensor_drops_its_stream_and_live_state(self):
+        url = reverse("admin:sensors_sensor_delete", args=[self.alpha.pk])
+        with self.captureOnCommitCallbacks(execute=True):
+            self.assertEqual(self.client.post(url, {"post": "yes"}).status_code, 302)
+        self.assertFalse(Sensor.objects.filter(slug="alpha").exists())
+        self.assert_gone_from_redis("alpha")
+        self.assertEqual(get_redis().xlen(stream_key("beta")), 1)  # the others stay
+        self.assertTrue(get_redis().sismember(ONLINE_KEY, "beta"))
+
+    def test_deleting_selected_sensors_drops_each_stream(self):
+        selected = {"_selected_action": [self.alpha.pk, self.beta.pk]}
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.post(
+                SENSORS_URL, {"action": "delete_selected", "post": "yes", **selected}
+            )
+        self.assertEqual(response.status_code, 302)
+        self.assertFalse(Sensor.objects.exists())
+        self.assert_gone_from_redis("alpha")
+        self.assert_gone_from_redis("beta")
 
 
 class ReadingAdminTests(AdminTestCase):

@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from chatsite.redis_clients import get_redis
 from sensors.models import Sensor, stream_key
-from sensors.services import sensor_create, sensor_deactivate, sensor_key_rotate
+from sensors.services import sensor_create, sensor_deactivate, sensor_delete, sensor_key_rotate
 from tests.support.cases import TIMEOUT, SocketTestCase
 
 SLUG = "greenhouse"
@@ -166,6 +166,14 @@ class AuthTests(PublishSocketTestCase):
         sensor = await sync_to_async(Sensor.objects.get)(slug=SLUG)
         await sync_to_async(sensor_deactivate)(sensor=sensor)
         await self.assert_refused(socket)
+
+    async def test_deleting_the_sensor_closes_its_publisher_and_drops_its_stream(self) -> None:
+        socket = await self.publisher()
+        self.assertEqual((await self.send(socket, {"t": 1}))["type"], "ack")
+        sensor = await sync_to_async(Sensor.objects.get)(slug=SLUG)
+        await sync_to_async(sensor_delete)(sensor=sensor)
+        await self.assert_refused(socket)
+        self.assertEqual(await self.stream_length(), 0)
 
     async def test_rotating_another_sensors_key_leaves_this_publisher_open(self) -> None:
         other, _ = await sync_to_async(sensor_create)(slug="other")
