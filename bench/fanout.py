@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from rawws import HandshakeError, RawWatcher, raw_watch
 from stats import percentile_summary
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -64,6 +65,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 SEQ_STEP = 10_000_000  # seq = step * SEQ_STEP + publisher * SEQ_PUB + n
 SEQ_PUB = 100_000
+CHECK_EVERY = 64  # raw watchers: every 64th frame is also parsed in full and compared
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -223,6 +225,42 @@ class Step:
         }
 
 
+def frame_marks(payload: bytes) -> list[tuple[int, float]]:
+    """(seq, sent_ms) of every reading in a frame, found without parsing the whole frame.
+
+    Readings are flat objects of numbers, so each ``values`` object runs from the brace
+    before ``"sent_ms":`` to the next closing brace.
+    """
+    marks = []
+    pos = payload.find(b'"sent_ms":')
+    while pos >= 0:
+        opening = payload.rfind(b"{", 0, pos)
+        closing = payload.find(b"}", pos)
+        seq_at = payload.find(b'"seq":', opening, closing)
+        if opening < 0 or closing < 0 or seq_at < 0:
+            break
+        seq = int(_number(payload, seq_at + 6, closing))  # the site stores numbers as floats
+        marks.append((seq, _number(payload, pos + 10, closing)))
+        pos = payload.find(b'"sent_ms":', closing)
+    return marks
+
+
+def _number(payload: bytes, start: int, closing: int) -> float:
+    stop = payload.find(b",", start, closing)
+    return float(payload[start : stop if stop >= 0 else closing])
+
+
+def frame_marks_json(payload: bytes) -> list[tuple[int, float]]:
+    """frame_marks by parsing the frame in full: the check of the fast path."""
+    msg = json.loads(payload)
+    marks = []
+    for item in msg if isinstance(msg, list) else [msg]:
+        values = item.get("values") if isinstance(item, dict) else None
+        if isinstance(values, dict) and "sent_ms" in values:
+            marks.append((int(values["seq"]), float(values["sent_ms"])))
+    return marks
+
+
 # --- the store group's progress (chatsite only) ------------------------------------------
 
 
@@ -325,6 +363,7 @@ class Bench:
         self.publish_url = f"{self.base}/ws/sensors/{args.sensor}/publish"
         self.step: Step | None = None
         self.sockets: list[ClientConnection] = []
+        self.raw_sockets: list[RawWatcher] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.connect_errors: dict[str, int] = {}
         self.watcher_closed = 0
@@ -336,27 +375,27 @@ class Bench:
     # watchers ---------------------------------------------------------------------------
 
     async def open_watcher(self, index: int, ready: asyncio.Event | None) -> None:
+        if self.args.watcher_client == "raw":
+            await self.open_raw_watcher(index)
+            return
         try:
             ws = await connect(
                 self.watch_url, origin=self.origin, compression=self.compression,  # type: ignore[arg-type]
                 open_timeout=30, max_size=2**24, max_queue=None,
             )  # fmt: skip
         except (OSError, WebSocketException, TimeoutError) as exc:
-            code = f"watch_{type(exc).__name__}"
-            self.connect_errors[code] = self.connect_errors.get(code, 0) + 1
+            self.connect_error(f"watch_{type(exc).__name__}")
             return
         self.sockets.append(ws)
         if self.args.target == "chatsite":  # the first frame is the history
             try:
                 first = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if first.get("type") != "history":
-                    code = f"watch_first_{first.get('type')}_{first.get('code', '')}"
-                    self.connect_errors[code] = self.connect_errors.get(code, 0) + 1
+                    self.connect_error(f"watch_first_{first.get('type')}_{first.get('code', '')}")
                     await ws.close()
                     return
             except (ConnectionClosed, TimeoutError, ValueError) as exc:
-                code = f"watch_history_{type(exc).__name__}"
-                self.connect_errors[code] = self.connect_errors.get(code, 0) + 1
+                self.connect_error(f"watch_history_{type(exc).__name__}")
                 return
         self.tasks.append(asyncio.create_task(self.watch(index, ws)))
 
@@ -379,6 +418,59 @@ class Bench:
                     step.take(index, int(values["seq"]), float(values["sent_ms"]), now)
         except ConnectionClosed:
             self.watcher_closed += 1
+
+    def connect_error(self, code: str) -> None:
+        self.connect_errors[code] = self.connect_errors.get(code, 0) + 1
+
+    async def open_raw_watcher(self, index: int) -> None:
+        """A watcher on rawws: frames are handled in data_received, with no task per socket."""
+        history = asyncio.get_running_loop().create_future()
+        frames = 0
+
+        def on_text(payload: bytes, now: float) -> None:
+            nonlocal frames
+            frames += 1
+            if not history.done():  # chatsite: the first frame is the history
+                history.set_result(payload)
+                return
+            step = self.step
+            if step is None:
+                return
+            try:
+                marks = frame_marks(payload)
+                if frames % CHECK_EVERY == 0 and marks != frame_marks_json(payload):
+                    raise ValueError("the fast read differs from the full parse")
+            except ValueError:
+                step.error("watch_frame_misread")
+                return
+            for seq, sent_ms in marks:
+                step.take(index, seq, sent_ms, now)
+
+        if self.args.target != "chatsite":
+            history.set_result(b"")
+        try:
+            ws = await raw_watch(self.watch_url, origin=self.origin, on_text=on_text)
+        except (OSError, HandshakeError, TimeoutError) as exc:
+            self.connect_error(f"watch_{type(exc).__name__}")
+            return
+        self.raw_sockets.append(ws)
+        try:
+            first = await asyncio.wait_for(asyncio.shield(history), 30)
+            if self.args.target == "chatsite":
+                msg = json.loads(first)
+                if msg.get("type") != "history":
+                    self.connect_error(f"watch_first_{msg.get('type')}_{msg.get('code', '')}")
+                    ws.close()
+                    return
+        except (TimeoutError, ValueError) as exc:
+            self.connect_error(f"watch_history_{type(exc).__name__}")
+            ws.close()
+            return
+        self.tasks.append(asyncio.create_task(self.raw_closed(ws)))
+
+    async def raw_closed(self, ws: RawWatcher) -> None:
+        await ws.closed
+        self.watcher_closed += 1
 
     async def open_watchers(self, count: int) -> float:
         t0 = time.monotonic()
@@ -543,6 +635,7 @@ class Bench:
             "target": args.target, "url": args.url, "sensor": args.sensor,
             "publishers": args.publishers, "watchers_wanted": args.watchers,
             "batch": args.batch, "compression": args.compression, "relay_frame": args.relay_frame,
+            "watcher_client": args.watcher_client,
             "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }  # fmt: skip
         sampler = ProcSampler(args.pids)
@@ -609,6 +702,8 @@ class Bench:
             for ws in self.sockets:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 2)
+            for raw in self.raw_sockets:
+                raw.close()
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -716,6 +811,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sample a process's CPU%% and RSS (repeatable)")  # fmt: skip
     p.add_argument("--compression", choices=["deflate", "none"], default="deflate",
                    help="offer permessage-deflate like browsers do (default), or not")  # fmt: skip
+    p.add_argument("--watcher-client", choices=["raw", "websockets"], default="raw",
+                   help="watchers' client: bench/rawws.py (default), cheap enough per frame "
+                   "that the generator is not the limit; or the websockets library's")  # fmt: skip
     p.add_argument("--connect-concurrency", type=int, default=50)
     p.add_argument("--find-max", action="store_true")
     p.add_argument("--start-rate", type=float, default=50.0)
