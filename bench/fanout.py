@@ -12,7 +12,9 @@ channel layer, the sensor consumers) and the plain relay of ``bench/relay.py``
   as the metric ``seq``; the relay forwards the frame as it came, the site stores it and
   sends a ``reading`` frame;
 * every watcher notes when each reading arrives. After the publishers stop, the watchers
-  get up to ``--drain`` seconds for what is still in flight.
+  get up to ``--drain`` seconds for what is still in flight. Watchers run on
+  ``rawws.py``, cheap per frame, so the generator is not what gives out first
+  (``--watcher-client websockets`` for the library's client, about 10 µs a frame).
 
 It prints readings delivered per second, expected vs delivered (loss), duplicates and the
 publish-to-receive latency p50/p95/p99/max. With ``--redis`` (chatsite only) it also reads
@@ -135,21 +137,28 @@ class ProcSampler:
         return out
 
 
-def machine_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+def machine_cpu() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of all CPUs, from /proc/stat; busy counts steal."""
     try:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
     except (OSError, ValueError):
-        return 0, 0
+        return 0, 0, 0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields) - idle, sum(fields), steal
 
 
-def machine_busy_pct(start: tuple[int, int], end: tuple[int, int]) -> float | None:
+def machine_busy_pct(start: tuple[int, int, int], end: tuple[int, int, int]) -> float | None:
     """How busy the whole machine was between two machine_cpu() samples (100 = all cores)."""
     total = end[1] - start[1]
     return round(100 * (end[0] - start[0]) / total, 1) if total > 0 else None
+
+
+def machine_steal_pct(start: tuple[int, int, int], end: tuple[int, int, int]) -> float | None:
+    """The share of CPU time the hypervisor gave other guests (a virtual machine's noise)."""
+    total = end[1] - start[1]
+    return round(100 * (end[2] - start[2]) / total, 1) if total > 0 else None
 
 
 def own_cpu_seconds() -> float:
@@ -591,7 +600,9 @@ class Bench:
         wall = time.monotonic() - t0
         result = step.summary()
         result["generator_cpu_pct"] = round(100 * gen_cpu / wall, 1)
-        result["machine_busy_pct"] = machine_busy_pct(machine0, machine_cpu())
+        machine1 = machine_cpu()
+        result["machine_busy_pct"] = machine_busy_pct(machine0, machine1)
+        result["steal_pct"] = machine_steal_pct(machine0, machine1)
         result["loadavg_end"] = os.getloadavg()[0]
         if procs:
             result["processes"] = procs
@@ -715,6 +726,7 @@ class Bench:
             f"  step rate={r['rate_per_publisher']:>8}/s/pub  delivered/s={r['delivered_per_s']:>9}"
             f"  loss={r['loss_pct']:>7}%  p50={lat['p50']}  p99={lat['p99']}  max={lat['max']}"
             f"  gen_cpu={r['generator_cpu_pct']}%  machine={r['machine_busy_pct']}%"
+            f"  steal={r['steal_pct']}%"
             f"  {'PASS' if r['passed'] else 'FAIL'}",
             flush=True,
         )
@@ -756,7 +768,8 @@ def print_result(out: dict[str, Any]) -> None:
         print(f"errors           {r['errors'] or 'none'}")
         print(
             f"generator cpu    {r['generator_cpu_pct']}% of one core; whole machine "
-            f"{r['machine_busy_pct']}% busy (all cores), load {r['loadavg_end']:.2f}"
+            f"{r['machine_busy_pct']}% busy (all cores, {r['steal_pct']}% stolen by the "
+            f"hypervisor), load {r['loadavg_end']:.2f}"
         )
         for name, p in r.get("processes", {}).items():
             print(
