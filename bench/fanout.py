@@ -449,7 +449,7 @@ class Bench:
                 marks = frame_marks(payload)
                 if frames % CHECK_EVERY == 0 and marks != frame_marks_json(payload):
                     raise ValueError("the fast read differs from the full parse")
-            except ValueError:
+            except (ValueError, KeyError, TypeError, AttributeError):
                 step.error("watch_frame_misread")
                 return
             for seq, sent_ms in marks:
@@ -463,15 +463,20 @@ class Bench:
             self.connect_error(f"watch_{type(exc).__name__}")
             return
         self.raw_sockets.append(ws)
+        await asyncio.wait([history, ws.closed], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if not history.done():
+            code = ws.closed.result() if ws.closed.done() else "timeout"
+            self.connect_error(f"watch_history_closed_{code}")
+            ws.close()
+            return
         try:
-            first = await asyncio.wait_for(asyncio.shield(history), 30)
             if self.args.target == "chatsite":
-                msg = json.loads(first)
+                msg = json.loads(history.result())
                 if msg.get("type") != "history":
                     self.connect_error(f"watch_first_{msg.get('type')}_{msg.get('code', '')}")
                     ws.close()
                     return
-        except (TimeoutError, ValueError) as exc:
+        except ValueError as exc:
             self.connect_error(f"watch_history_{type(exc).__name__}")
             ws.close()
             return
