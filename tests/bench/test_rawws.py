@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,13 +14,15 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Response
 
 TIMEOUT = 30.0
+SERVER_LOG = logging.getLogger("tests.bench.server")  # quiet: its INFO lines are per connection
+SERVER_LOG.setLevel(logging.WARNING)
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
 async def server(handler: Handler, **kwargs: Any) -> AsyncIterator[str]:
     """A websockets server on a free loopback port; yields its ws:// URL."""
-    async with serve(handler, "127.0.0.1", 0, compression=None, **kwargs) as srv:
+    async with serve(handler, "127.0.0.1", 0, compression=None, logger=SERVER_LOG, **kwargs) as srv:
         port = srv.sockets[0].getsockname()[1]
         yield f"ws://127.0.0.1:{port}/ws/sensors/probe"
 
@@ -113,6 +116,23 @@ class RawWatcherTests(SimpleTestCase):
         async with server(handler, process_request=refuse) as url:
             with self.assertRaisesRegex(HandshakeError, "403"):
                 await open_watcher(url, Received())
+
+    async def test_wrong_accept_key_raises(self) -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\r\n"
+            )
+            await writer.drain()
+            await reader.read()  # until the client hangs up
+            writer.close()
+
+        plain = await asyncio.start_server(answer, "127.0.0.1", 0)
+        async with plain:
+            port = plain.sockets[0].getsockname()[1]
+            with self.assertRaisesRegex(HandshakeError, "Sec-WebSocket-Accept"):
+                await open_watcher(f"ws://127.0.0.1:{port}/ws/sensors/probe", Received())
 
 
 class FrameMarksTests(SimpleTestCase):
