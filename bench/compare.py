@@ -57,7 +57,10 @@ def step(args: argparse.Namespace, label: str, kind: str, url: str, rate: float)
         cmd += ["--key", args.key] + (["--redis", args.redis] if args.redis else [])
     for pid in args.pids.get(label, []):
         cmd += ["--pid", pid]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 120)
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 120)
+    except subprocess.TimeoutExpired:  # the child is killed; the step counts as failed
+        return {"passed": False, "why": "fanout.py timed out"}
     lines = run.stdout.strip().splitlines()
     try:
         out = json.loads(lines[-1])
