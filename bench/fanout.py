@@ -259,7 +259,7 @@ def _number(payload: bytes, start: int, closing: int) -> float:
     return float(payload[start : stop if stop >= 0 else closing])
 
 
-def frame_marks_json(payload: bytes) -> list[tuple[int, float]]:
+def frame_marks_json(payload: bytes | str) -> list[tuple[int, float]]:
     """frame_marks by parsing the frame in full: the check of the fast path."""
     msg = json.loads(payload)
     marks = []
@@ -383,7 +383,7 @@ class Bench:
 
     # watchers ---------------------------------------------------------------------------
 
-    async def open_watcher(self, index: int, ready: asyncio.Event | None) -> None:
+    async def open_watcher(self, index: int) -> None:
         if self.args.watcher_client == "raw":
             await self.open_raw_watcher(index)
             return
@@ -409,22 +409,14 @@ class Bench:
         self.tasks.append(asyncio.create_task(self.watch(index, ws)))
 
     async def watch(self, index: int, ws: ClientConnection) -> None:
-        loads = json.loads
         try:
             async for raw in ws:
                 now = time.time()
                 step = self.step
                 if step is None:
                     continue
-                msg = loads(raw)
-                items = msg if isinstance(msg, list) else [msg]
-                for item in items:
-                    if not isinstance(item, dict):
-                        continue
-                    values = item.get("values")
-                    if not isinstance(values, dict) or "sent_ms" not in values:
-                        continue  # status frames, errors, pongs
-                    step.take(index, int(values["seq"]), float(values["sent_ms"]), now)
+                for seq, sent_ms in frame_marks_json(raw):  # none in status frames, errors
+                    step.take(index, seq, sent_ms, now)
         except ConnectionClosed:
             self.watcher_closed += 1
 
@@ -492,7 +484,7 @@ class Bench:
 
         async def one(i: int) -> None:
             async with sem:
-                await self.open_watcher(i, None)
+                await self.open_watcher(i)
 
         await asyncio.gather(*(one(i) for i in range(count)))
         return time.monotonic() - t0
