@@ -2,13 +2,15 @@
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chat.errors import ChatError
+from chat.replies import reply_resume_deltas
 from chat.selectors import chat_messages_list, chat_session_get_active
 from chat.serializers import message_data
-from chat.services import chat_message_create, chat_reply_retry
+from chat.services import CHAT_REPLIES, chat_message_create, chat_reply_retry, chat_reply_stop
 from chatsite.errors import AppError
 from chatsite.ratelimit import rate_limit_check_async
 from chatsite.sockets import CloseSocket, Handler, JsonSocketConsumer
@@ -23,7 +25,12 @@ class ChatConsumer(JsonSocketConsumer):
     max_frame_bytes = settings.CHAT_MAX_FRAME_BYTES
 
     def handlers(self) -> dict[str, Handler]:
-        return {"ping": self.on_ping, "message": self.on_message, "retry": self.on_retry}
+        return {
+            "ping": self.on_ping,
+            "message": self.on_message,
+            "retry": self.on_retry,
+            "stop": self.on_stop,
+        }
 
     async def connect(self) -> None:
         """Accept, authenticate by token, join the session's group, send the history."""
@@ -52,6 +59,11 @@ class ChatConsumer(JsonSocketConsumer):
             session_id=session.pk, after_id=int(after) if after else None
         )
         await self.send_json({"type": "history", "messages": [message_data(m) for m in messages]})
+        # A reply streaming right now: its text so far, then its live deltas from there.
+        for delta, stream in await sync_to_async(reply_resume_deltas)(
+            CHAT_REPLIES, messages=messages
+        ):
+            await self.send_stream_start(delta, stream=stream)
 
     async def disconnect(self, code: int) -> None:
         """Leave the session's group."""
@@ -91,6 +103,16 @@ class ChatConsumer(JsonSocketConsumer):
         try:
             await self._limit()
             await database_sync_to_async(chat_reply_retry)(
+                session_id=self.session_id, message_id=frame.get("message_id")
+            )
+        except AppError as err:
+            raise _close_if_gone(err) from None
+
+    async def on_stop(self, frame: dict[str, Any]) -> None:
+        """Stop a pending or streaming reply; every socket of the session gets `stopped`."""
+        try:
+            await self._limit()
+            await database_sync_to_async(chat_reply_stop)(
                 session_id=self.session_id, message_id=frame.get("message_id")
             )
         except AppError as err:

@@ -5,12 +5,13 @@ from django.utils import timezone
 
 
 class ReplyStatus(models.TextChoices):
-    """A reply's life: pending → streaming → done or failed (a person's message is done)."""
+    """A reply's life: pending → streaming → done, failed or stopped (a message is done)."""
 
     PENDING = "pending"
     STREAMING = "streaming"
     DONE = "done"
     FAILED = "failed"
+    STOPPED = "stopped"  # a person stopped it; text holds what was generated until then
 
 
 class AnswerableMessage(models.Model):
@@ -25,6 +26,8 @@ class AnswerableMessage(models.Model):
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     # Reply generation: which attempt owns the row, when to try next, why it failed.
     attempt = models.PositiveIntegerField(default=0)
+    # The attempt count when a person last asked to retry: the attempt budget starts here.
+    retry_base = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
 

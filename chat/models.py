@@ -63,6 +63,11 @@ class ChatMessage(AnswerableMessage):
         indexes = [
             models.Index(fields=["session", "id"], name="chat_message_session_id"),
             models.Index(fields=["session", "status"], name="chat_message_session_status"),
+            # The worker's supervisor looks for unsettled replies every few seconds.
+            models.Index(
+                fields=["id"], condition=Q(status__in=["pending", "streaming"]),
+                name="chat_message_unsettled",
+            ),  # fmt: skip
         ]
 
     def __str__(self) -> str:

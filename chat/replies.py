@@ -1,12 +1,21 @@
 """The assistant's reply pipeline, shared by every kind of conversation (sessions, rooms).
 
-A reply is a row (status pending → streaming → done or failed) answering a question in a
-conversation. One worker at a time holds a conversation's lock and answers its pending
-replies oldest first, so replies follow the questions and each sees the replies before
-it. Each attempt claims the row by bumping its `attempt` counter, and every later write
-is conditional on that counter, so a stale worker (lock lost, task handed out twice)
-never overwrites a newer attempt. A ReplyKind says where a kind of conversation keeps
-its replies and how it prompts, groups and shows them; the wire frames are the same.
+A reply is a row (status pending → streaming → done, failed or stopped) answering a
+question in a conversation. One worker thread at a time holds a conversation's lock and
+answers its pending replies oldest first, so replies follow the questions and each sees
+the replies before it. A task that finds the lock held leaves its reply to the holder,
+which looks again after letting go: nothing polls a busy lock. Each attempt claims the
+row by bumping its `attempt` counter, and every later write is conditional on that
+counter, so a stale worker (lock lost, task handed out twice) never overwrites a newer
+attempt. The lock is a short lease kept alive by the worker's supervisor thread
+(chat/supervisor.py): when a worker dies, the lease runs out within seconds and the
+supervisor of any live worker queues the reply again (replies_requeue_orphans).
+
+While a reply streams, the text so far is kept in Redis, so a socket that connects
+mid-stream starts from it (reply_partial). A stop is a Redis key plus a message on
+STOP_CHANNEL: the worker generating the reply cuts the upstream stream and stores the
+partial text as `stopped`. A ReplyKind says where a kind of conversation keeps its
+replies and how it prompts, groups and shows them; the wire frames are the same.
 """
 
 import contextlib
@@ -21,26 +30,30 @@ from typing import Any
 
 from celery import Task
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connections, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import LockError
 
 from chat.errors import ChatError
+from chat.inflight import IN_FLIGHT
 from chat.message_base import ReplyStatus
-from chat.providers import PromptMessage, ProviderError, get_provider
-from chatsite.broadcast import broadcast_sync
+from chat.providers import Cancel, PromptMessage, ProviderError, get_provider
+from chatsite.broadcast import frame_event, group_send_sync
 from chatsite.redis_clients import get_redis
 
 logger = logging.getLogger(__name__)
 
-LOCK_BUSY_RETRY_SECONDS = 1.0
 UNEXPECTED_ERROR_RETRY_SECONDS = 10
+STOP_CHANNEL = "chat:reply-stop"  # published: "<kind>:<reply id>" of a reply to stop
+STOP_REQUEST_TTL = 3600  # seconds a stop request waits for a worker to see it
 
-PENDING, STREAMING, DONE, FAILED = (
+PENDING, STREAMING, DONE, FAILED, STOPPED = (
     ReplyStatus.PENDING,
     ReplyStatus.STREAMING,
     ReplyStatus.DONE,
     ReplyStatus.FAILED,
+    ReplyStatus.STOPPED,
 )
 UNSETTLED = [PENDING, STREAMING]
 
@@ -75,8 +88,35 @@ class ReplyKind:
         """The assistant replies of one conversation."""
         return self.replies().filter(**{self.conversation_field: conversation_id})
 
+    def key(self, reply_id: int) -> str:
+        """The reply's name across processes: "<kind>:<id>"."""
+        return f"{self.name}:{reply_id}"
 
-# --- retry (web side) ----------------------------------------------------------------------
+
+def _stop_key(kind: ReplyKind, reply_id: int) -> str:
+    return f"chat:stop:{kind.key(reply_id)}"
+
+
+def _partial_key(kind: ReplyKind, reply_id: int, attempt: int) -> str:
+    return f"chat:partial:{kind.key(reply_id)}:{attempt}"
+
+
+def _send(group: str, payload: dict[str, Any], **meta: Any) -> None:
+    group_send_sync(group, {**frame_event(payload), **meta})
+
+
+def db_release() -> None:
+    """Give back this thread's database connections (to the pool, on PostgreSQL).
+
+    A worker thread holds none while it waits on the model, so hundreds of replies can
+    stream on a handful of connections.
+    """
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+# --- web side: retry and stop --------------------------------------------------------------
 
 
 def validate_message_id(message_id: Any) -> int:
@@ -86,29 +126,89 @@ def validate_message_id(message_id: Any) -> int:
     return message_id
 
 
+def reply_named(kind: ReplyKind, *, conversation_id: int, message_id: int) -> Any:
+    """The conversation's reply with this id, or answering the message with this id."""
+    replies = kind.in_conversation(conversation_id)
+    reply = replies.filter(pk=message_id).first()
+    if reply is None:
+        reply = replies.filter(reply_to_id=message_id).order_by("id").first()
+    if reply is None:
+        raise ChatError("not_found", "No such message.", field="message_id", status=404)
+    return reply
+
+
 def reply_retry(kind: ReplyKind, *, conversation_id: int, message_id: int) -> Any:
     """Put a failed reply (named by its id or its question's id) back in the queue.
 
-    Broadcasts {"type": "retrying", "message"} and queues the reply after commit.
+    It gets the whole attempt budget again. Broadcasts {"type": "retrying", "message"}
+    and queues the reply after commit.
     """
     with transaction.atomic():
-        replies = kind.in_conversation(conversation_id)
-        reply = replies.filter(pk=message_id).first()
-        if reply is None:
-            reply = replies.filter(reply_to_id=message_id).order_by("id").first()
-        if reply is None:
-            raise ChatError("not_found", "No such message.", field="message_id", status=404)
+        reply = reply_named(kind, conversation_id=conversation_id, message_id=message_id)
         requeued = kind.model.objects.filter(pk=reply.pk, status=FAILED).update(
-            status=PENDING, text="", error="", next_attempt_at=None
+            status=PENDING, text="", error="", next_attempt_at=None, retry_base=models.F("attempt")
         )
         if not requeued:
             raise ChatError("not_retryable", "Only a failed reply can be retried.")
         group = kind.group(reply)
         reply.refresh_from_db()
         payload = {"type": "retrying", "message": kind.serialize(reply)}
-        transaction.on_commit(lambda: broadcast_sync(group, payload))
+        transaction.on_commit(lambda: _send(group, payload))
         transaction.on_commit(lambda: kind.enqueue(reply.pk))
     return reply
+
+
+def reply_stop(kind: ReplyKind, *, reply: Any) -> None:
+    """Stop a pending or streaming reply; every socket of its conversation gets `stopped`.
+
+    A reply not started yet is stopped here. One being generated is stopped by its
+    worker, wherever it runs: the request is published, and also kept for a worker that
+    claims the reply before it subscribes to hear it. Raises ChatError(not_stoppable).
+    """
+    if reply.status not in UNSETTLED:
+        raise ChatError("not_stoppable", "This reply has already ended.", field="message_id")
+    redis = get_redis()
+    redis.set(_stop_key(kind, reply.pk), 1, ex=STOP_REQUEST_TTL)
+    redis.publish(STOP_CHANNEL, kind.key(reply.pk))
+    with transaction.atomic():
+        if kind.model.objects.filter(pk=reply.pk, status=PENDING).update(
+            status=STOPPED, next_attempt_at=None, error=""
+        ):
+            _announce_settled(kind, reply=reply, frame_type="stopped")
+
+
+def _announce_settled(kind: ReplyKind, *, reply: Any, frame_type: str) -> None:
+    """After commit, send a settled reply to its conversation: {"type", "message"}."""
+    group = kind.group(reply)
+    reply.refresh_from_db()
+    payload = {"type": frame_type, "message": kind.serialize(reply)}
+    transaction.on_commit(lambda: _send(group, payload))
+
+
+def reply_resume_deltas(
+    kind: ReplyKind, *, messages: list[Any]
+) -> list[tuple[dict[str, Any], tuple[int, int]]]:
+    """For each streaming reply among `messages`: a delta at offset 0 with its text so far.
+
+    Paired with (reply id, attempt), the stream it starts (JsonSocketConsumer's
+    send_stream_start). Read after the socket joined its group, so later deltas arrive live.
+    """
+    streaming = [m for m in messages if m.status == STREAMING]
+    if not streaming:
+        return []
+    keys = [_partial_key(kind, m.pk, m.attempt) for m in streaming]
+    resumed = []
+    for reply, value in zip(streaming, get_redis().mget(keys), strict=True):
+        if value:
+            delta = {
+                "type": "delta",
+                "message_id": reply.pk,
+                "reply_to": reply.reply_to_id,
+                "offset": 0,
+                "text": value.decode(),
+            }
+            resumed.append((delta, (reply.pk, reply.attempt)))
+    return resumed
 
 
 # --- generation (runs in the Celery worker) -------------------------------------------------
@@ -122,6 +222,8 @@ def reply_task_run(task: Task, kind: ReplyKind, *, reply_id: int) -> None:
         # A reply's own failures are settled inside the pipeline; what reaches here is the
         # infrastructure (database, Redis) failing: try again once it may be back.
         raise task.retry(countdown=UNEXPECTED_ERROR_RETRY_SECONDS, exc=exc) from exc
+    finally:
+        db_release()
     if wait is not None:
         raise task.retry(countdown=max(0.05, wait))
 
@@ -129,38 +231,47 @@ def reply_task_run(task: Task, kind: ReplyKind, *, reply_id: int) -> None:
 def reply_generate(kind: ReplyKind, *, reply_id: int) -> float | None:
     """Generate the conversation's pending replies in order, this one among them.
 
-    Returns None when this reply is settled, or the seconds after which to call again
-    (the lock is busy, or the next reply waits out a backoff).
+    Returns None when there is nothing more for this task to do (the reply is settled,
+    or the lock's holder will answer it), or the seconds after which to call again (the
+    next reply waits out a backoff).
     """
     reply = kind.replies().filter(pk=reply_id).first()
-    if reply is None or reply.status in (DONE, FAILED):
+    if reply is None or reply.status not in UNSETTLED:
         return None
     conversation_id = kind.conversation_id(reply)
-    lock = get_redis().lock(
-        kind.lock_key(conversation_id), timeout=settings.CHAT_REPLY_LOCK_TTL, thread_local=False
-    )
-    if not lock.acquire(blocking=False):
-        return LOCK_BUSY_RETRY_SECONDS
-    try:
-        while (pending := _next_pending(kind, conversation_id=conversation_id)) is not None:
-            if pending.next_attempt_at and pending.next_attempt_at > timezone.now():
-                return (pending.next_attempt_at - timezone.now()).total_seconds()
-            try:
-                _attempt(kind, reply=pending, lock=lock)
-            except LockError:
-                raise
-            except Exception:
-                logger.exception("generating reply %s crashed", pending.pk)
-                reply_abandon(
-                    kind, reply_id=pending.pk, reason="The assistant hit an internal error."
-                )
-        return None
-    except LockError:
-        logger.warning("lost the reply lock of %s %s", kind.name, conversation_id)
-        return LOCK_BUSY_RETRY_SECONDS
-    finally:
-        with contextlib.suppress(LockError):
-            lock.release()
+    while True:
+        lock = get_redis().lock(
+            kind.lock_key(conversation_id),
+            timeout=settings.CHAT_REPLY_LOCK_TTL,
+            thread_local=False,
+        )
+        if not lock.acquire(blocking=False):
+            return None  # the holder looks for pending replies again after letting go
+        IN_FLIGHT.hold(lock)
+        try:
+            wait = _drain(kind, conversation_id=conversation_id)
+        finally:
+            IN_FLIGHT.let_go(lock)
+            with contextlib.suppress(LockError):
+                lock.release()
+        if wait is not None:
+            return wait
+        # A reply queued while the lock was held was left to us: look once more.
+        if _next_pending(kind, conversation_id=conversation_id) is None:
+            return None
+
+
+def _drain(kind: ReplyKind, *, conversation_id: int) -> float | None:
+    """Answer the conversation's pending replies oldest first (the lock is held)."""
+    while (pending := _next_pending(kind, conversation_id=conversation_id)) is not None:
+        if pending.next_attempt_at and pending.next_attempt_at > timezone.now():
+            return (pending.next_attempt_at - timezone.now()).total_seconds()
+        try:
+            _attempt(kind, reply=pending)
+        except Exception:
+            logger.exception("generating reply %s crashed", pending.pk)
+            reply_abandon(kind, reply_id=pending.pk, reason="The assistant hit an internal error.")
+    return None
 
 
 def _next_pending(kind: ReplyKind, *, conversation_id: int) -> Any:
@@ -168,43 +279,68 @@ def _next_pending(kind: ReplyKind, *, conversation_id: int) -> Any:
     return kind.in_conversation(conversation_id).filter(status__in=UNSETTLED).order_by("id").first()
 
 
-def _attempt(kind: ReplyKind, *, reply: Any, lock: Any) -> None:
+def _attempt(kind: ReplyKind, *, reply: Any) -> None:
     """One inference attempt for one reply: stream deltas, then store the result."""
+    key = kind.key(reply.pk)
+    cancel = IN_FLIGHT.begin(key)  # before the claim: a stop published from now on is heard
     attempt = reply.attempt + 1
-    claimed = kind.model.objects.filter(
-        pk=reply.pk, status__in=UNSETTLED, attempt=reply.attempt
-    ).update(status=STREAMING, attempt=attempt, next_attempt_at=None)
-    if not claimed:
-        return
-    prompt = kind.prompt(reply)
-    streamer = _DeltaStreamer(kind, reply=reply, lock=lock)
-    deadline = time.monotonic() + settings.INFERENCE_MAX_SECONDS
     try:
-        for chunk in get_provider().stream(prompt):
-            streamer.add(chunk)
-            if time.monotonic() > deadline:
-                raise ProviderError("The reply took too long.", retryable=True)
-        streamer.flush()
-        if not streamer.text.strip():
-            raise ProviderError("The model returned an empty reply.", retryable=False)
-    except ProviderError as exc:
-        _attempt_failed(kind, reply=reply, attempt=attempt, exc=exc)
+        claimed = kind.model.objects.filter(
+            pk=reply.pk, status__in=UNSETTLED, attempt=reply.attempt
+        ).update(status=STREAMING, attempt=attempt, next_attempt_at=None)
+        if not claimed:
+            return
+        if get_redis().exists(_stop_key(kind, reply.pk)):
+            cancel.set()  # stopped between the web's check and our claim
+        prompt = kind.prompt(reply)
+        db_release()
+        streamer = _DeltaStreamer(kind, reply=reply, attempt=attempt)
+        try:
+            _stream(prompt, streamer=streamer, cancel=cancel)
+        except ProviderError as exc:
+            if not cancel.is_set():
+                _attempt_failed(kind, reply=reply, attempt=attempt, exc=exc)
+                return
+        status = STOPPED if cancel.is_set() else DONE
+        _settle(kind, reply=reply, attempt=attempt, status=status, text=streamer.text)
+    finally:
+        IN_FLIGHT.end(key)
+        get_redis().delete(_partial_key(kind, reply.pk, attempt))
+
+
+def _stream(prompt: list[PromptMessage], *, streamer: "_DeltaStreamer", cancel: Cancel) -> None:
+    """Stream the model's answer into deltas until it ends, fails or is stopped."""
+    deadline = time.monotonic() + settings.INFERENCE_MAX_SECONDS
+    for chunk in get_provider().stream(prompt, cancel):
+        if cancel.is_set():
+            return
+        streamer.add(chunk)
+        if time.monotonic() > deadline:
+            raise ProviderError("The reply took too long.", retryable=True)
+    if cancel.is_set():
         return
-    _complete(kind, reply=reply, attempt=attempt, text=streamer.text)
+    streamer.flush()
+    if not streamer.text.strip():
+        raise ProviderError("The model returned an empty reply.", retryable=False)
 
 
 class _DeltaStreamer:
-    """Coalesce chunks into deltas sent at most every CHAT_DELTA_INTERVAL seconds."""
+    """Coalesce chunks into deltas sent at most every CHAT_DELTA_INTERVAL seconds.
 
-    def __init__(self, kind: ReplyKind, *, reply: Any, lock: Any) -> None:
+    Each delta is appended to the reply's partial text in Redis before it is sent, so a
+    socket that reads the partial text and then gets live deltas misses nothing; the
+    group event names the span it covers, so the socket drops what it already has.
+    """
+
+    def __init__(self, kind: ReplyKind, *, reply: Any, attempt: int) -> None:
         self.reply = reply
-        self.lock = lock
+        self.attempt = attempt
         self.group = kind.group(reply)
+        self.partial_key = _partial_key(kind, reply.pk, attempt)
         self.parts: list[str] = []
         self.pending: list[str] = []
         self.offset = 0
         self.last_flush = 0.0  # the first chunk goes out at once; later ones are coalesced
-        self.last_extend = time.monotonic()
 
     @property
     def text(self) -> str:
@@ -217,26 +353,24 @@ class _DeltaStreamer:
             self.flush()
 
     def flush(self) -> None:
-        now = time.monotonic()
-        if now - self.last_extend >= settings.CHAT_REPLY_LOCK_TTL / 3:
-            self.lock.extend(settings.CHAT_REPLY_LOCK_TTL, replace_ttl=True)
-            self.last_extend = now
         if not self.pending:
             return
         text = "".join(self.pending)
-        broadcast_sync(
-            self.group,
-            {
-                "type": "delta",
-                "message_id": self.reply.pk,
-                "reply_to": self.reply.reply_to_id,
-                "offset": self.offset,
-                "text": text,
-            },
-        )
-        self.offset += len(text)
+        get_redis().pipeline(transaction=False).append(self.partial_key, text).expire(
+            self.partial_key, int(settings.INFERENCE_MAX_SECONDS) + 60
+        ).execute()
+        end = self.offset + len(text)
+        payload = {
+            "type": "delta",
+            "message_id": self.reply.pk,
+            "reply_to": self.reply.reply_to_id,
+            "offset": self.offset,
+            "text": text,
+        }
+        _send(self.group, payload, stream=[self.reply.pk, self.attempt, self.offset, end])
+        self.offset = end
         self.pending.clear()
-        self.last_flush = now
+        self.last_flush = time.monotonic()
 
 
 def _backoff_seconds(*, attempt: int, exc: ProviderError) -> float:
@@ -249,8 +383,9 @@ def _backoff_seconds(*, attempt: int, exc: ProviderError) -> float:
 def _attempt_failed(kind: ReplyKind, *, reply: Any, attempt: int, exc: ProviderError) -> None:
     """Schedule another attempt, or after the last one mark the reply failed and say so."""
     owned = kind.model.objects.filter(pk=reply.pk, status__in=UNSETTLED, attempt=attempt)
-    if exc.retryable and attempt < settings.INFERENCE_MAX_ATTEMPTS:
-        delay = _backoff_seconds(attempt=attempt, exc=exc)
+    used = attempt - reply.retry_base  # a manual retry restarts the budget
+    if exc.retryable and used < settings.INFERENCE_MAX_ATTEMPTS:
+        delay = _backoff_seconds(attempt=used, exc=exc)
         logger.info(
             "reply %s attempt %s failed (%s); retry in %.1fs", reply.pk, attempt, exc, delay
         )
@@ -260,7 +395,7 @@ def _attempt_failed(kind: ReplyKind, *, reply: Any, attempt: int, exc: ProviderE
             error=str(exc),
         )
         return
-    logger.warning("reply %s failed after %s attempts: %s", reply.pk, attempt, exc)
+    logger.warning("reply %s failed after %s attempts: %s", reply.pk, used, exc)
     with transaction.atomic():
         if not owned.update(status=FAILED, text="", error=str(exc)):
             return
@@ -272,28 +407,66 @@ def _attempt_failed(kind: ReplyKind, *, reply: Any, attempt: int, exc: ProviderE
             "message_id": reply.pk,
             "reply_to": reply.reply_to_id,
         }
-        transaction.on_commit(lambda: broadcast_sync(group, payload))
+        transaction.on_commit(lambda: _send(group, payload))
 
 
 def reply_abandon(kind: ReplyKind, *, reply_id: int, reason: str) -> None:
     """Mark an unfinished reply failed after an unexpected error, and tell the conversation."""
     reply = kind.replies().filter(pk=reply_id).first()
-    if reply is None or reply.status in (DONE, FAILED):
+    if reply is None or reply.status not in UNSETTLED:
         return
     _attempt_failed(
         kind, reply=reply, attempt=reply.attempt, exc=ProviderError(reason, retryable=False)
     )
 
 
-def _complete(kind: ReplyKind, *, reply: Any, attempt: int, text: str) -> None:
-    """Store the finished reply if this attempt still owns the row, then send it."""
+def _settle(kind: ReplyKind, *, reply: Any, attempt: int, status: str, text: str) -> None:
+    """Store the finished (or stopped) reply if this attempt still owns the row, then send it.
+
+    Sent as {"type": "reply"} when done, {"type": "stopped"} when stopped.
+    """
     with transaction.atomic():
         stored = kind.model.objects.filter(pk=reply.pk, status=STREAMING, attempt=attempt).update(
-            text=text, status=DONE, error=""
+            text=text, status=status, error=""
         )
-        if not stored:
-            return
-        group = kind.group(reply)
-        reply.refresh_from_db()
-        payload = {"type": "reply", "message": kind.serialize(reply)}
-        transaction.on_commit(lambda: broadcast_sync(group, payload))
+        if stored:
+            _announce_settled(kind, reply=reply, frame_type="reply" if status == DONE else status)
+
+
+# --- recovery (the worker's supervisor calls this every few seconds) -----------------------
+
+
+def replies_requeue_orphans(kind: ReplyKind) -> int:
+    """Queue again the replies no worker is answering; returns how many.
+
+    A conversation whose lock nobody holds but whose oldest due reply is `streaming` lost
+    its worker (the lease ran out); a `pending` one older than CHAT_REPLY_ORPHAN_AFTER
+    may have lost its task. A second task for a reply is harmless (the lock decides), and
+    a marker keeps the workers' supervisors from queueing the same reply over and over.
+    """
+    now = timezone.now()
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    rows = (
+        kind.replies()
+        .filter(due, status__in=UNSETTLED)
+        .order_by("id")
+        .values_list("pk", kind.conversation_field, "status", "created_at")
+    )
+    redis = get_redis()
+    orphan_after = timedelta(seconds=settings.CHAT_REPLY_ORPHAN_AFTER)
+    seen: set[int] = set()
+    queued = 0
+    for reply_id, conversation_id, status, created_at in rows:
+        if conversation_id in seen:
+            continue
+        seen.add(conversation_id)
+        if status == PENDING and created_at > now - orphan_after:
+            continue
+        if redis.exists(kind.lock_key(conversation_id)):
+            continue
+        marker = f"chat:requeued:{kind.key(reply_id)}"
+        if redis.set(marker, 1, nx=True, ex=settings.CHAT_REPLY_ORPHAN_AFTER):
+            logger.warning("%s reply %s has no worker: queued again", kind.name, reply_id)
+            kind.enqueue(reply_id)
+            queued += 1
+    return queued

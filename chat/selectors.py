@@ -38,11 +38,14 @@ def chat_messages_list(*, session_id: int, after_id: int | None = None) -> list[
 def chat_context_messages(*, reply: ChatMessage) -> list[ChatMessage]:
     """The conversation the reply answers: newest messages up to its question, within budget.
 
-    Failed and unfinished replies are left out; the budget counts characters and messages.
+    Failed and unfinished replies are left out, and stopped ones that have no text (a
+    stopped reply's partial text stays in, as the person saw it); the budget counts
+    characters and messages.
     """
     candidates = (
         ChatMessage.objects.filter(session_id=reply.session_id, id__lt=reply.id)
         .exclude(role=ChatMessage.Role.ASSISTANT, status__in=_UNFINISHED)
+        .exclude(role=ChatMessage.Role.ASSISTANT, status=ChatMessage.Status.STOPPED, text="")
         .order_by("-id")[: settings.CHAT_CONTEXT_MESSAGES]
     )
     return context_within_budget(candidates)

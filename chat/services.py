@@ -10,7 +10,7 @@ from django.utils import timezone
 from chat.errors import ChatError
 from chat.models import ChatMessage, ChatSession, session_group_name
 from chat.providers import PromptMessage
-from chat.replies import ReplyKind, reply_abandon, reply_generate, reply_retry, validate_message_id
+from chat.replies import ReplyKind, reply_named, reply_retry, reply_stop, validate_message_id
 from chat.selectors import chat_context_messages
 from chat.serializers import message_data
 from chat.validation import validate_client_id, validate_name, validate_text
@@ -137,6 +137,15 @@ def chat_reply_retry(*, session_id: int, message_id: Any) -> ChatMessage:
         return reply_retry(CHAT_REPLIES, conversation_id=session_id, message_id=message_id)
 
 
+def chat_reply_stop(*, session_id: int, message_id: Any) -> ChatMessage:
+    """Stop a pending or streaming reply (named by its id or its question's id)."""
+    message_id = validate_message_id(message_id)
+    _session_touch(session_id=session_id)
+    reply = reply_named(CHAT_REPLIES, conversation_id=session_id, message_id=message_id)
+    reply_stop(CHAT_REPLIES, reply=reply)
+    return reply
+
+
 # --- reply generation (runs in the Celery worker; the pipeline is chat/replies.py) ---------
 
 
@@ -158,16 +167,3 @@ CHAT_REPLIES = ReplyKind(
     serialize=message_data,
     enqueue=_reply_enqueue,
 )
-
-
-def chat_reply_generate(*, reply_id: int) -> float | None:
-    """Generate the session's pending replies in order, this one among them.
-
-    Returns None when this reply is settled, or the seconds after which to call again.
-    """
-    return reply_generate(CHAT_REPLIES, reply_id=reply_id)
-
-
-def chat_reply_abandon(*, reply_id: int, reason: str) -> None:
-    """Mark an unfinished reply failed after an unexpected error, and tell the client."""
-    reply_abandon(CHAT_REPLIES, reply_id=reply_id, reason=reason)

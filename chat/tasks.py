@@ -1,6 +1,9 @@
 """Celery tasks of the chat app: they take ids, load rows through services, nothing more."""
 
+from typing import Any
+
 from celery import Task, shared_task
+from celery.signals import worker_process_init, worker_ready
 
 from chat.replies import reply_task_run
 from chat.rooms.tasks import generate_room_reply  # noqa: F401  (registers the room task)
@@ -11,3 +14,12 @@ from chat.services import CHAT_REPLIES
 def generate_reply(self: Task, reply_id: int) -> None:
     """Generate the assistant reply with this id (in its session's order)."""
     reply_task_run(self, CHAT_REPLIES, reply_id=reply_id)
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def start_reply_supervisor(**kwargs: Any) -> None:
+    """Start the reply supervisor in the worker (and in each prefork child, if any)."""
+    from chat.supervisor import supervisor_start
+
+    supervisor_start()

@@ -87,6 +87,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # reopening (for SQLite: open, WAL pragmas) each time cost them about a tenth of their CPU.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL: Django's connection pool (psycopg_pool), so the Celery worker's hundreds of
+# threads share at most DATABASE_POOL_MAX_SIZE connections per process (they hand theirs
+# back while a model streams). Pooled connections are never also persistent.
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -153,6 +164,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="chatsite")
+# A reply spends its life waiting on the model's stream, so one worker process runs many
+# at once in threads (docs/performance.md, "Streaming many replies", has the measurement
+# that chose threads over prefork and gevent). `celery -A chatsite worker` reads these.
+CELERY_WORKER_POOL = env.str("CELERY_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_CONCURRENCY", default=500)
 
 # --- Assistant chat.
 CHAT_SESSION_TTL = env.int("CHAT_SESSION_TTL", default=60 * 60)  # seconds of inactivity
@@ -165,7 +181,12 @@ CHAT_SESSION_CREATE_RATE_LIMIT = env.int("CHAT_SESSION_CREATE_RATE_LIMIT", defau
 CHAT_CONTEXT_CHARS = env.int("CHAT_CONTEXT_CHARS", default=12000)
 CHAT_CONTEXT_MESSAGES = env.int("CHAT_CONTEXT_MESSAGES", default=50)
 CHAT_DELTA_INTERVAL = env.float("CHAT_DELTA_INTERVAL", default=0.05)  # seconds between deltas
-CHAT_REPLY_LOCK_TTL = env.int("CHAT_REPLY_LOCK_TTL", default=30)
+# A conversation's reply lock is a lease the worker's supervisor renews every third of
+# it: a dead worker's replies are queued again within about this many seconds.
+CHAT_REPLY_LOCK_TTL = env.int("CHAT_REPLY_LOCK_TTL", default=10)
+CHAT_SUPERVISOR_INTERVAL = env.float("CHAT_SUPERVISOR_INTERVAL", default=2.0)  # orphan sweeps
+# A pending reply this old (seconds) in a conversation no worker holds is queued again.
+CHAT_REPLY_ORPHAN_AFTER = env.int("CHAT_REPLY_ORPHAN_AFTER", default=60)
 
 # --- Chat rooms.
 # Browsers slow a hidden tab's timers to about once a minute, so pings can be 60 s apart.

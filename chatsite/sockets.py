@@ -67,6 +67,7 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         """
         self.scope = scope
         self.base_send = send
+        self.streams_sent: dict[tuple[int, int], int] = {}
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         sources = [receive]
         if self.channel_layer is not None:
@@ -217,8 +218,38 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
 
     async def socket_frame(self, event: dict[str, Any]) -> None:
         """Relay a pre-serialised group frame, unless this socket is the one that caused it."""
-        if event.get("skip") != self.channel_name:
-            await self.send(text_data=event["frame"])
+        if event.get("skip") == self.channel_name:
+            return
+        frame = event["frame"]
+        if self.streams_sent and "stream" in event:
+            frame = self._after_resume(event["stream"], frame)
+            if frame is None:
+                return
+        await self.send(text_data=frame)
+
+    # --- streams joined mid-way (a reply streaming when the socket connects) -------------
+
+    async def send_stream_start(self, delta: dict[str, Any], *, stream: tuple[int, int]) -> None:
+        """Send a stream's text so far as a delta at offset 0; live deltas then go on from it.
+
+        `stream` is (message id, attempt). A live group event for it carries
+        "stream": [message id, attempt, start, end], the span of text it adds; what this
+        socket already has is dropped or cut off, so it sees no gap and no repeat.
+        """
+        self.streams_sent[stream] = len(delta["text"])
+        await self.send_json(delta)
+
+    def _after_resume(self, span: list[int], frame: str) -> str | None:
+        message_id, attempt, start, end = span
+        have = self.streams_sent.get((message_id, attempt))
+        if have is None or start >= have:
+            return frame
+        if end <= have:
+            return None
+        delta = json.loads(frame)
+        delta["text"] = delta["text"][have - start :]
+        delta["offset"] = have
+        return json.dumps(delta)
 
 
 class UnknownPathConsumer(JsonSocketConsumer):

@@ -11,9 +11,9 @@ from functools import cache
 
 from django.conf import settings
 
-from chat.providers.base import PromptMessage, Provider, ProviderError
+from chat.providers.base import Cancel, PromptMessage, Provider, ProviderError
 
-__all__ = ["PromptMessage", "Provider", "ProviderError", "get_provider", "offline_notice"]
+__all__ = ["Cancel", "PromptMessage", "Provider", "ProviderError", "get_provider", "offline_notice"]
 
 
 def provider_class(name: str) -> type[Provider]:

@@ -1,6 +1,9 @@
 """The inference provider interface and the HTTP error rules every provider shares."""
 
+import contextlib
 import email.utils
+import socket
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -30,6 +33,58 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
+class Cancel:
+    """A reply's stop switch: set from any thread, it cuts the upstream stream at once.
+
+    A thread blocked reading the model's response is woken by shutting the socket down
+    (closing it from another thread would not wake a blocked recv on Linux).
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = None
+
+    def is_set(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking early on a stop; True if stopped."""
+        return self._event.wait(seconds)
+
+    def set(self) -> None:
+        """Ask for a stop: the upstream response, if any, is cut now."""
+        with self._lock:
+            self._event.set()
+            response = self._response
+        if response is not None:
+            abort_response(response)
+
+    def attach(self, response: requests.Response) -> None:
+        """The upstream response to cut on a stop (cut at once if already stopped)."""
+        with self._lock:
+            self._response = response
+            stopped = self._event.is_set()
+        if stopped:
+            abort_response(response)
+
+
+def abort_response(response: requests.Response) -> None:
+    """Shut the response's connection down so that a reader blocked on it wakes now.
+
+    urllib3 2's HTTPResponse.connection (public) is the http.client connection whose
+    `sock` is the socket; where either is missing, closing the response is the fallback.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        return
+    with contextlib.suppress(Exception):
+        response.close()
+
+
 class Provider(ABC):
     """Streams a reply to a prompt as text chunks; raises ProviderError on failure."""
 
@@ -43,11 +98,14 @@ class Provider(ABC):
         self.api_key = settings.INFERENCE_API_KEY
 
     @abstractmethod
-    def stream(self, messages: Sequence[PromptMessage]) -> Iterator[str]:
-        """Yield the reply's text in chunks."""
+    def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
+        """Yield the reply's text in chunks; stop early (silently) once `cancel` is set."""
 
-    def post(self, url: str, payload: dict, *, stream: bool) -> requests.Response:
-        """POST JSON and turn transport failures and bad statuses into ProviderError."""
+    def post(self, url: str, payload: dict, *, stream: bool, cancel: Cancel) -> requests.Response:
+        """POST JSON and turn transport failures and bad statuses into ProviderError.
+
+        The response is attached to `cancel`, so a stop cuts the connection.
+        """
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -64,6 +122,7 @@ class Provider(ABC):
                 raise self.status_error(response)
             finally:
                 response.close()
+        cancel.attach(response)
         return response
 
     def status_error(self, response: requests.Response) -> ProviderError:
@@ -94,18 +153,20 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def stream_lines(response: requests.Response) -> Iterator[bytes]:
+def stream_lines(response: requests.Response, cancel: Cancel) -> Iterator[bytes]:
     """The body's lines as soon as each arrives; a stall or a cut is a retryable error.
 
     requests' iter_lines() waits for 512 bytes before it yields, which holds back small
-    server-sent events; read1() returns whatever has arrived.
+    server-sent events; read1() returns whatever has arrived. A stop ends it silently.
     """
     pending = b""
     try:
-        while chunk := response.raw.read1(READ_SIZE, decode_content=True):
+        while not cancel.is_set() and (chunk := response.raw.read1(READ_SIZE, decode_content=True)):
             *lines, pending = (pending + chunk).split(b"\n")
             yield from lines
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        if cancel.is_set():
+            return
         raise ProviderError("The inference stream broke off.", retryable=True) from exc
-    if pending:
+    if pending and not cancel.is_set():
         yield pending

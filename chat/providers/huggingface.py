@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
-from chat.providers.base import PromptMessage, Provider, ProviderError
+from chat.providers.base import Cancel, PromptMessage, Provider, ProviderError
 
 DEFAULT_URL = "https://api-inference.huggingface.co/models/{model}"
 
@@ -22,7 +22,7 @@ class HuggingFaceProvider(Provider):
 
     name = "huggingface"
 
-    def stream(self, messages: Sequence[PromptMessage]) -> Iterator[str]:
+    def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
         """Yield the generated text (the task answers in one piece)."""
         url = settings.INFERENCE_URL or DEFAULT_URL.format(model=self.model)
         payload = {
@@ -33,11 +33,13 @@ class HuggingFaceProvider(Provider):
             },
             "options": {"wait_for_model": False},
         }
-        with self.post(url, payload, stream=False) as response:
+        with self.post(url, payload, stream=False, cancel=cancel) as response:
             try:
                 body = response.json()
             except ValueError as exc:
                 raise ProviderError("The inference API sent bad JSON.", retryable=True) from exc
+        if cancel.is_set():
+            return
         if isinstance(body, dict):
             body = [body]
         try:

@@ -1,11 +1,10 @@
 """The built-in offline stand-in: streams a canned reply so the system runs with no model."""
 
-import time
 from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
-from chat.providers.base import PromptMessage, Provider
+from chat.providers.base import Cancel, PromptMessage, Provider
 
 NOTICE = (
     "Offline stand-in: no inference API is configured, so replies are canned. "
@@ -19,7 +18,7 @@ class OfflineProvider(Provider):
 
     name = "offline"
 
-    def stream(self, messages: Sequence[PromptMessage]) -> Iterator[str]:
+    def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
         """Yield the stand-in reply in small chunks, paced like a real model."""
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         earlier = sum(1 for m in messages if m.role == "assistant")
@@ -31,6 +30,6 @@ class OfflineProvider(Provider):
         )
         words = reply.split(" ")
         for index, word in enumerate(words):
-            if index and settings.OFFLINE_CHUNK_DELAY:
-                time.sleep(settings.OFFLINE_CHUNK_DELAY)
+            if index and settings.OFFLINE_CHUNK_DELAY and cancel.wait(settings.OFFLINE_CHUNK_DELAY):
+                return
             yield word if index == len(words) - 1 else word + " "

@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
-from chat.providers.base import PromptMessage, Provider, ProviderError, stream_lines
+from chat.providers.base import Cancel, PromptMessage, Provider, ProviderError, stream_lines
 
 DEFAULT_URL = "https://api.openai.com/v1"
 
@@ -15,7 +15,7 @@ class OpenAIProvider(Provider):
 
     name = "openai"
 
-    def stream(self, messages: Sequence[PromptMessage]) -> Iterator[str]:
+    def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
         """Yield choices[0].delta.content of each SSE chunk until [DONE] or the stream ends."""
         url = (settings.INFERENCE_URL or DEFAULT_URL).rstrip("/") + "/chat/completions"
         payload = {
@@ -24,8 +24,8 @@ class OpenAIProvider(Provider):
             "stream": True,
             "max_tokens": settings.INFERENCE_MAX_TOKENS,
         }
-        with self.post(url, payload, stream=True) as response:
-            for raw in stream_lines(response):
+        with self.post(url, payload, stream=True, cancel=cancel) as response:
+            for raw in stream_lines(response, cancel):
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
                     continue

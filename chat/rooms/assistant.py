@@ -10,12 +10,16 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from chat.errors import ChatError
 from chat.providers import PromptMessage
 from chat.replies import (
     FAILED,
+    STOPPED,
     UNSETTLED,
     ReplyKind,
+    reply_named,
     reply_retry,
+    reply_stop,
     validate_message_id,
 )
 from chat.rooms.models import ASSISTANT_NAME, Room, RoomMessage, room_group_name
@@ -64,6 +68,23 @@ def room_reply_retry(*, room: Room, message_id: Any) -> RoomMessage:
     return reply
 
 
+def room_reply_stop(*, room: Room, message_id: Any, member: str, staff: bool) -> RoomMessage:
+    """Stop an @assistant reply (named by its id or its question's id); the room is told.
+
+    Only the member who asked, or staff, may stop it: ChatError(forbidden) otherwise.
+    """
+    message_id = validate_message_id(message_id)
+    reply = reply_named(ROOM_REPLIES, conversation_id=room.pk, message_id=message_id)
+    asker = RoomMessage.objects.filter(pk=reply.reply_to_id).values_list("author", flat=True)
+    if not staff and asker.first() != member:
+        raise ChatError(
+            "forbidden", "Only the member who asked, or staff, can stop this reply.",
+            field="message_id", status=403,
+        )  # fmt: skip
+    reply_stop(ROOM_REPLIES, reply=reply)
+    return reply
+
+
 def _rate_limit(*, room: Room) -> None:
     rate_limit_check(
         scope=RATE_LIMIT_SCOPE, subject=room.slug,
@@ -82,6 +103,7 @@ def _room_context_messages(*, reply: RoomMessage) -> list[RoomMessage]:
     candidates = (
         RoomMessage.objects.filter(room_id=reply.room_id, id__lt=reply.id)
         .exclude(author=ASSISTANT_NAME, status__in=[*UNSETTLED, FAILED])
+        .exclude(author=ASSISTANT_NAME, status=STOPPED, text="")
         .order_by("-id")[: settings.ROOM_ASSISTANT_CONTEXT_MESSAGES]
     )
     return context_within_budget(candidates)

@@ -4,11 +4,14 @@ import hashlib
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.errors import ChatError
+from chat.replies import reply_resume_deltas
+from chat.rooms.assistant import ROOM_REPLIES, room_reply_retry, room_reply_stop
 from chat.rooms.models import Room, room_group_name
 from chat.rooms.presence import (
     presence_join,
@@ -52,6 +55,7 @@ class RoomConsumer(JsonSocketConsumer):
             "message": self.on_message,
             "typing": self.on_typing,
             "retry": self.on_retry,
+            "stop": self.on_stop,
         }
 
     async def connect(self) -> None:
@@ -104,6 +108,11 @@ class RoomConsumer(JsonSocketConsumer):
                 "messages": [room_message_data(m) for m in messages],
             }
         )
+        # An @assistant reply streaming right now: its text so far, then live deltas.
+        for delta, stream in await sync_to_async(reply_resume_deltas)(
+            ROOM_REPLIES, messages=messages
+        ):
+            await self.send_stream_start(delta, stream=stream)
 
     async def _announce_join(self) -> None:
         await self.channel_layer.group_send(
@@ -176,10 +185,7 @@ class RoomConsumer(JsonSocketConsumer):
         """Store and broadcast a message; the sender gets an ack (the original on a repeat)."""
         client_id = frame.get("client_id")
         try:
-            await rate_limit_check_async(
-                scope=f"room:{self.room.slug}", subject=self.name,
-                limit=settings.CHAT_RATE_LIMIT, window=settings.CHAT_RATE_WINDOW,
-            )  # fmt: skip
+            await self._limit()
             message, _ = await database_sync_to_async(room_message_create)(
                 room=self.room, author=self.name, text=frame.get("text"), client_id=client_id,
                 origin_channel=self.channel_name,
@@ -205,14 +211,24 @@ class RoomConsumer(JsonSocketConsumer):
             ),
         )
 
-    async def on_retry(self, frame: dict[str, Any]) -> None:
-        """Ask the assistant again for a reply that failed."""
-        from chat.rooms.assistant import room_reply_retry
-
+    async def _limit(self) -> None:
         await rate_limit_check_async(
             scope=f"room:{self.room.slug}", subject=self.name,
             limit=settings.CHAT_RATE_LIMIT, window=settings.CHAT_RATE_WINDOW,
         )  # fmt: skip
+
+    async def on_retry(self, frame: dict[str, Any]) -> None:
+        """Ask the assistant again for a reply that failed."""
+        await self._limit()
         await database_sync_to_async(room_reply_retry)(
             room=self.room, message_id=frame.get("message_id")
         )
+
+    async def on_stop(self, frame: dict[str, Any]) -> None:
+        """Stop an @assistant reply: the member who asked, or staff; the room gets `stopped`."""
+        await self._limit()
+        user = self.scope.get("user")
+        await database_sync_to_async(room_reply_stop)(
+            room=self.room, message_id=frame.get("message_id"), member=self.name,
+            staff=bool(user is not None and user.is_authenticated and user.is_staff),
+        )  # fmt: skip

@@ -63,7 +63,14 @@ class RoomMessage(AnswerableMessage):
                 name="room_message_unique_client_id",
             )
         ]
-        indexes = [models.Index(fields=["room", "id"], name="room_message_room_id")]
+        indexes = [
+            models.Index(fields=["room", "id"], name="room_message_room_id"),
+            # The worker's supervisor looks for unsettled replies every few seconds.
+            models.Index(
+                fields=["id"], condition=Q(status__in=["pending", "streaming"]),
+                name="room_message_unsettled",
+            ),  # fmt: skip
+        ]
 
     def __str__(self) -> str:
         return f"{self.author}: {self.text[:40]}"

@@ -26,7 +26,6 @@ class PipelineTestCase(SocketTestCase):
 
     provider = "openai"
     workers = 1
-    concurrency = 2
     worker_env: dict[str, str] = {}
 
     @classmethod
@@ -35,9 +34,7 @@ class PipelineTestCase(SocketTestCase):
         cls.server = InferenceServer().start()
         cls.addClassCleanup(cls.server.stop)
         for index in range(cls.workers):
-            worker = CeleryWorker(
-                env=cls.env(), concurrency=cls.concurrency, name=f"{cls.__name__}{index}"
-            )
+            worker = CeleryWorker(env=cls.env(), name=f"{cls.__name__}{index}")
             cls.addClassCleanup(worker.stop)
             worker.start()
 
@@ -127,8 +124,6 @@ class StreamingTests(PipelineTestCase):
 
 class OrderingTests(PipelineTestCase):
     """Quick messages are answered in order, each with the replies before it in context."""
-
-    concurrency = 3
 
     async def test_replies_follow_the_messages_and_see_earlier_replies(self) -> None:
         count = 5

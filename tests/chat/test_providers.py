@@ -17,7 +17,14 @@ from typing import Any
 
 from django.test import SimpleTestCase, override_settings
 
-from chat.providers import PromptMessage, Provider, ProviderError, get_provider, provider_class
+from chat.providers import (
+    Cancel,
+    PromptMessage,
+    Provider,
+    ProviderError,
+    get_provider,
+    provider_class,
+)
 from chat.providers.base import parse_retry_after
 from chat.providers.huggingface import HuggingFaceProvider
 from chat.providers.offline import OfflineProvider
@@ -52,7 +59,7 @@ def run(
 ) -> list[str]:
     """Instantiate provider `name` pointed at `url` and consume its whole stream."""
     with provider_settings(url, **overrides):
-        return list(provider_class(name)().stream(messages))
+        return list(provider_class(name)().stream(messages, Cancel()))
 
 
 def run_until_error(name: str, url: str, **overrides: Any) -> tuple[list[str], ProviderError]:
@@ -60,7 +67,7 @@ def run_until_error(name: str, url: str, **overrides: Any) -> tuple[list[str], P
     chunks: list[str] = []
     try:
         with provider_settings(url, **overrides):
-            for chunk in provider_class(name)().stream(PROMPT):
+            for chunk in provider_class(name)().stream(PROMPT, Cancel()):
                 chunks.append(chunk)
     except ProviderError as exc:
         return chunks, exc
@@ -383,7 +390,7 @@ class OfflineProviderTests(SimpleTestCase):
     """The canned stand-in used when no inference API is configured."""
 
     def stream(self, messages: Sequence[PromptMessage]) -> list[str]:
-        return list(provider_class("offline")().stream(messages))
+        return list(provider_class("offline")().stream(messages, Cancel()))
 
     def test_yields_several_chunks(self):
         self.assertGreater(len(self.stream(PROMPT)), 3)
@@ -465,7 +472,11 @@ class LoadingEstimateTests(SimpleTestCase):
                     override_settings(INFERENCE_URL=server.openai_url, INFERENCE_TIMEOUT=5),
                     self.assertRaises(ProviderError) as caught,
                 ):
-                    list(provider_class("huggingface")().stream([PromptMessage("user", "x")]))
+                    list(
+                        provider_class("huggingface")().stream(
+                            [PromptMessage("user", "x")], Cancel()
+                        )
+                    )
                 self.assertTrue(caught.exception.retryable)
                 delay = caught.exception.retry_after
                 self.assertTrue(delay is None or (math.isfinite(delay) and delay >= 0))

@@ -40,11 +40,8 @@ def stop_all_workers() -> None:
 class CeleryWorker:
     """Start, await, stop or kill one worker process (with its pool children)."""
 
-    def __init__(
-        self, *, env: dict[str, str] | None = None, concurrency: int = 2, name: str = "test"
-    ) -> None:
+    def __init__(self, *, env: dict[str, str] | None = None, name: str = "test") -> None:
         self.hostname = f"{name}-{uuid.uuid4().hex[:8]}@localhost"
-        self.concurrency = concurrency
         self.env = {
             **os.environ,
             "DATABASE_URL": test_database_url(),
@@ -59,11 +56,10 @@ class CeleryWorker:
         )
 
     def start(self, *, timeout: float = 90.0) -> "CeleryWorker":
-        """Start the worker and wait until it answers a ping."""
+        """Start the worker with the Procfile's pool options; wait until it answers a ping."""
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "chatsite", "worker",
-                "-n", self.hostname, "-c", str(self.concurrency), "-P", "prefork",
+                sys.executable, "-m", "celery", "-A", "chatsite", "worker", "-n", self.hostname,
                 "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
             ],
             cwd=settings.BASE_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
