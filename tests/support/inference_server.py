@@ -6,6 +6,8 @@ queued the server streams "echo: <last user text>". Every request body is record
 
 import contextlib
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -65,6 +67,9 @@ class InferenceServer:
         self.chunked = chunked
         self.bodies: list[dict[str, Any]] = []
         self.times: list[float] = []  # time.monotonic() of each request's arrival
+        self.closes: list[float] = []  # time.monotonic() when a client hung up mid-stream
+        self.in_flight = 0  # requests being answered now
+        self.max_in_flight = 0  # the most answered at once since the last reset()
         self.default_delay = 0.0  # seconds between chunks of the default echo reply
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
@@ -132,6 +137,8 @@ class InferenceServer:
         with self._lock:
             self.bodies.clear()
             self.times.clear()
+            self.closes.clear()
+            self.max_in_flight = self.in_flight
             self._script.clear()
             self.default_delay = 0.0
 
@@ -145,6 +152,23 @@ class InferenceServer:
             if not self._changed.wait_for(lambda: len(self.bodies) >= count, timeout=timeout):
                 raise AssertionError(f"expected {count} inference requests, got {len(self.bodies)}")
             return list(self.bodies)
+
+    def wait_for_closes(self, count: int = 1, timeout: float = 60.0) -> list[float]:
+        """Block until clients hung up on `count` streams; return when each was seen."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.closes) >= count, timeout=timeout):
+                raise AssertionError(f"expected {count} hang-ups, saw {len(self.closes)}")
+            return list(self.closes)
+
+    def _hung_up(self) -> None:
+        with self._changed:
+            self.closes.append(time.monotonic())
+            self._changed.notify_all()
+
+    def _flight(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def _take(self, body: dict[str, Any]) -> Behaviour | None:
         with self._changed:
@@ -173,6 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
+        self.owner._flight(+1)
+        try:
+            self._answer()
+        finally:
+            self.owner._flight(-1)
+
+    def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         body["_authorization"] = self.headers.get("Authorization")
@@ -222,10 +253,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(b": keep-alive comment\n\n")
             for chunk in behaviour.chunks:
                 self._sse(chunk)
-                if isinstance(behaviour, Reply) and behaviour.delay:
-                    time.sleep(behaviour.delay)
+                delay = behaviour.delay if isinstance(behaviour, Reply) else 0.0
+                if delay and self._hung_up_within(delay):
+                    return
             if isinstance(behaviour, Stall):
-                self.owner._pause(behaviour.seconds)
+                self._hung_up_within(behaviour.seconds)
                 self.close_connection = True
                 return
             if behaviour.done_marker:
@@ -234,6 +266,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _hung_up_within(self, seconds: float) -> bool:
+        """Wait `seconds` between chunks, watching the client: True (and noted) if it hung up."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0 and not self.owner._stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], remaining)
+            if not readable:
+                return False
+            try:
+                peeked = self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:
+                peeked = b""
+            if not peeked:
+                self.owner._hung_up()
+                self.close_connection = True
+                return True
+            self.owner._pause(remaining)  # the client sent more: nothing to watch for
+        return False
 
     def _huggingface(self, behaviour: Behaviour) -> None:
         if isinstance(behaviour, Fail):
