@@ -65,9 +65,10 @@ class ChatMessage(AnswerableMessage):
             models.Index(fields=["session", "status"], name="chat_message_session_status"),
             # The worker's supervisor looks for unsettled replies every few seconds.
             models.Index(
-                fields=["id"], condition=Q(status__in=["pending", "streaming"]),
+                fields=["id"],
+                condition=Q(status__in=["pending", "streaming"]),
                 name="chat_message_unsettled",
-            ),  # fmt: skip
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from chat.providers import offline_notice
+from chat.providers import offline_notice, provider_describe
 from chat.rooms.models import ASSISTANT_NAME
 from chat.selectors import chat_messages_list, chat_session_get_active
 from chat.serializers import session_data
@@ -42,6 +42,12 @@ def session_refresh(request: HttpRequest, data: dict[str, Any], token: str) -> J
     session = chat_session_refresh(session=chat_session_get_active(token=token))
     messages = chat_messages_list(session_id=session.pk)
     return JsonResponse(session_data(session, messages, token=token))
+
+
+@json_api(methods=["GET"])
+def assistant_detail(request: HttpRequest, data: dict[str, Any]) -> JsonResponse:
+    """GET /api/chat/assistant: which provider, model and URL answer the assistant."""
+    return JsonResponse(provider_describe())
 
 
 # The page may load only its own scripts and styles and talk only to its own origin, so

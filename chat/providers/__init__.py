@@ -8,12 +8,21 @@ import importlib
 import inspect
 import os
 from functools import cache
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
 from chat.providers.base import Cancel, PromptMessage, Provider, ProviderError
 
-__all__ = ["Cancel", "PromptMessage", "Provider", "ProviderError", "get_provider", "offline_notice"]
+__all__ = [
+    "Cancel",
+    "PromptMessage",
+    "Provider",
+    "ProviderError",
+    "get_provider",
+    "offline_notice",
+    "provider_describe",
+]
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -51,3 +60,19 @@ def offline_notice() -> str | None:
 
         return NOTICE
     return None
+
+
+def provider_describe() -> dict[str, str]:
+    """Which provider, model and URL answer; the URL without credentials, query or fragment."""
+    provider = provider_class(settings.INFERENCE_PROVIDER)
+    url = settings.INFERENCE_URL or provider.default_url.format(model=settings.INFERENCE_MODEL)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return {
+        "provider": settings.INFERENCE_PROVIDER,
+        "model": settings.INFERENCE_MODEL,
+        "url": urlunsplit((parts.scheme, netloc, parts.path, "", "")) if url else "",
+    }

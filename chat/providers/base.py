@@ -89,6 +89,7 @@ class Provider(ABC):
     """Streams a reply to a prompt as text chunks; raises ProviderError on failure."""
 
     name: str = "provider"
+    default_url: str = ""  # used when INFERENCE_URL is empty; may name {model}
 
     def __init__(self) -> None:
         # One pooled HTTP session per process: no connection set-up per reply.

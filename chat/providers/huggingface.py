@@ -21,6 +21,7 @@ class HuggingFaceProvider(Provider):
     """POST {"inputs", "parameters"}; the reply is [{"generated_text"}]; 503 while loading."""
 
     name = "huggingface"
+    default_url = DEFAULT_URL
 
     def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
         """Yield the generated text (the task answers in one piece)."""

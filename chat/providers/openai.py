@@ -14,6 +14,7 @@ class OpenAIProvider(Provider):
     """POST {INFERENCE_URL}/chat/completions with stream: true."""
 
     name = "openai"
+    default_url = DEFAULT_URL
 
     def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
         """Yield choices[0].delta.content of each SSE chunk until [DONE] or the stream ends."""

@@ -67,9 +67,10 @@ class RoomMessage(AnswerableMessage):
             models.Index(fields=["room", "id"], name="room_message_room_id"),
             # The worker's supervisor looks for unsettled replies every few seconds.
             models.Index(
-                fields=["id"], condition=Q(status__in=["pending", "streaming"]),
+                fields=["id"],
+                condition=Q(status__in=["pending", "streaming"]),
                 name="room_message_unsettled",
-            ),  # fmt: skip
+            ),
         ]
 
     def __str__(self) -> str:

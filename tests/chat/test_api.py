@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import requests
-from django.test import override_settings
+from django.test import SimpleTestCase, override_settings
 from django.utils import timezone
 
 from chat.models import ChatSession
@@ -171,3 +171,36 @@ class SessionDetailTests(LiveApiTestCase):
             self.url(f"/api/chat/sessions/{self.token}/refresh"), timeout=TIMEOUT
         )
         self.assertError(response, 405, "method_not_allowed")
+
+
+class AssistantDetailTests(SimpleTestCase):
+    """GET /api/chat/assistant: which provider, model and URL answer (the settings' view)."""
+
+    def get(self) -> dict:
+        response = self.client.get("/api/chat/assistant")
+        self.assertEqual(response.status_code, 200)
+        return response.json()
+
+    @override_settings(
+        INFERENCE_PROVIDER="openai",
+        INFERENCE_URL="http://user:secret@127.0.0.1:8081/v1?api_key=abc#x",
+        INFERENCE_MODEL="tiny-model",
+    )
+    def test_names_provider_model_and_url_without_credentials(self) -> None:
+        self.assertEqual(
+            self.get(),
+            {"provider": "openai", "model": "tiny-model", "url": "http://127.0.0.1:8081/v1"},
+        )
+
+    @override_settings(INFERENCE_PROVIDER="huggingface", INFERENCE_URL="", INFERENCE_MODEL="gpt2")
+    def test_an_unset_url_is_the_providers_default(self) -> None:
+        self.assertEqual(self.get()["url"], "https://api-inference.huggingface.co/models/gpt2")
+
+    @override_settings(INFERENCE_PROVIDER="offline", INFERENCE_URL="", INFERENCE_MODEL="")
+    def test_the_offline_stand_in_has_no_url(self) -> None:
+        self.assertEqual(self.get(), {"provider": "offline", "model": "", "url": ""})
+
+    def test_only_get_is_allowed(self) -> None:
+        response = self.client.post("/api/chat/assistant")
+        self.assertEqual(response.status_code, 405)
+        self.assertEqual(response.json()["error"]["code"], "method_not_allowed")
