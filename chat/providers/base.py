@@ -2,6 +2,7 @@
 
 import contextlib
 import email.utils
+import os
 import socket
 import threading
 import time
@@ -42,7 +43,7 @@ class Cancel:
 
     def __init__(self) -> None:
         self._event = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the response is never shut down while being closed
         self._response: requests.Response | None = None
 
     def is_set(self) -> bool:
@@ -54,35 +55,42 @@ class Cancel:
         return self._event.wait(seconds)
 
     def set(self) -> None:
-        """Ask for a stop: the upstream response, if any, is cut now."""
+        """Ask for a stop: the upstream response, if one is open, is cut now."""
         with self._lock:
             self._event.set()
-            response = self._response
-        if response is not None:
-            abort_response(response)
+            if self._response is not None:
+                abort_response(self._response)
 
-    def attach(self, response: requests.Response) -> None:
-        """The upstream response to cut on a stop (cut at once if already stopped)."""
+    @contextlib.contextmanager
+    def attached(self, response: requests.Response) -> Iterator[requests.Response]:
+        """Use the upstream response, cut on a stop (at once if stopped already); close it."""
         with self._lock:
             self._response = response
-            stopped = self._event.is_set()
-        if stopped:
-            abort_response(response)
+            if self._event.is_set():
+                abort_response(response)
+        try:
+            yield response
+        finally:
+            with self._lock:
+                self._response = None
+                response.close()
 
 
 def abort_response(response: requests.Response) -> None:
-    """Shut the response's connection down so that a reader blocked on it wakes now.
+    """Shut the response's socket down, so that a thread blocked reading it wakes now.
 
-    urllib3 2's HTTPResponse.connection (public) is the http.client connection whose
-    `sock` is the socket; where either is missing, closing the response is the fallback.
+    The socket is reached through the public fileno() of urllib3's response; shutdown
+    acts on the socket, so a duplicate descriptor serves. Without one, closing is the
+    fallback (the reader then stops at its next chunk).
     """
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+    try:
+        descriptor = os.dup(response.raw.fileno())
+    except (OSError, ValueError, AttributeError):
+        with contextlib.suppress(Exception):
+            response.close()
         return
-    with contextlib.suppress(Exception):
-        response.close()
+    with socket.socket(fileno=descriptor) as duplicate, contextlib.suppress(OSError):
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 class Provider(ABC):
@@ -102,11 +110,8 @@ class Provider(ABC):
     def stream(self, messages: Sequence[PromptMessage], cancel: Cancel) -> Iterator[str]:
         """Yield the reply's text in chunks; stop early (silently) once `cancel` is set."""
 
-    def post(self, url: str, payload: dict, *, stream: bool, cancel: Cancel) -> requests.Response:
-        """POST JSON and turn transport failures and bad statuses into ProviderError.
-
-        The response is attached to `cancel`, so a stop cuts the connection.
-        """
+    def post(self, url: str, payload: dict, *, stream: bool) -> requests.Response:
+        """POST JSON and turn transport failures and bad statuses into ProviderError."""
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -123,7 +128,6 @@ class Provider(ABC):
                 raise self.status_error(response)
             finally:
                 response.close()
-        cancel.attach(response)
         return response
 
     def status_error(self, response: requests.Response) -> ProviderError:

@@ -34,7 +34,7 @@ class HuggingFaceProvider(Provider):
             },
             "options": {"wait_for_model": False},
         }
-        with self.post(url, payload, stream=False, cancel=cancel) as response:
+        with cancel.attached(self.post(url, payload, stream=False)) as response:
             try:
                 body = response.json()
             except ValueError as exc:

@@ -25,7 +25,7 @@ class OpenAIProvider(Provider):
             "stream": True,
             "max_tokens": settings.INFERENCE_MAX_TOKENS,
         }
-        with self.post(url, payload, stream=True, cancel=cancel) as response:
+        with cancel.attached(self.post(url, payload, stream=True)) as response:
             for raw in stream_lines(response, cancel):
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):

@@ -7,6 +7,7 @@ pipeline does. Nothing of the project is mocked.
 
 import email.utils
 import gzip
+import os
 import socket
 import threading
 import time
@@ -241,6 +242,34 @@ class OpenAIStreamingTests(ServerTestCase):
         )
         self.assertEqual(chunks, ["a"])
         self.assertRetryable(exc)
+
+    def test_a_stop_from_another_thread_cuts_a_blocked_read_at_once(self):
+        self.server.script(Stall(seconds=STALL_SECONDS * 12, chunks=["a"]))
+        cancel, chunks = Cancel(), []
+        with provider_settings(self.server.openai_url):
+            started = time.monotonic()
+            for chunk in provider_class("openai")().stream(PROMPT, cancel):
+                chunks.append(chunk)
+                threading.Timer(0.1, cancel.set).start()  # the read now blocks on the stall
+        self.assertEqual(chunks, ["a"])  # ended quietly: a stop is not an error
+        self.assertLess(time.monotonic() - started, STALL_SECONDS)
+        self.assertEqual(len(self.server.wait_for_closes(1)), 1)
+
+    def test_the_response_exposes_the_socket_a_stop_shuts_down(self):
+        # The contract abort_response relies on: the stream's fileno() is its TCP socket.
+        attached = []
+
+        class Recording(Cancel):
+            def attached(self, response):
+                attached.append(response)
+                return super().attached(response)
+
+        self.server.script(Reply(["x"]))
+        with provider_settings(self.server.openai_url):
+            for _ in provider_class("openai")().stream(PROMPT, Recording()):
+                with socket.socket(fileno=os.dup(attached[0].raw.fileno())) as duplicate:
+                    self.assertEqual(duplicate.type, socket.SOCK_STREAM)
+        self.assertEqual(len(attached), 1)
 
 
 class OpenAICloseDelimitedStreamingTests(OpenAIStreamingTests):
