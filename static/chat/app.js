@@ -20,6 +20,8 @@
   // theirs alive (at most one refresh per quarter of that time).
   const REFRESH_EVERY_MS = Math.max(30000, (config.sessionTtlSeconds * 1000) / 4);
   const UNSETTLED = new Set(["pending", "streaming", "failed"]);
+  // Error codes a `stop` frame can get back (docs/protocol.md).
+  const STOP_ERRORS = new Set(["not_found", "not_stoppable", "forbidden"]);
 
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -42,6 +44,7 @@
     composer: byId("composer"),
     input: byId("composer-input"),
     send: byId("send-button"),
+    stop: byId("stop-button"),
     counter: byId("composer-counter"),
     toasts: byId("toasts"),
     template: byId("message-template"),
@@ -60,6 +63,7 @@
     lastRefreshAt: 0,
     holdUntil: 0, // test hook: no reconnect before this time
     entries: new Map(), // key ("m:<id>", "c:<client_id>", "r:<user id>") -> entry
+    running: new Set(), // entries of replies still being written (pending or streaming)
     outbox: new Map(), // client_id -> {text, entry, sent, heldUntil}
     localSeq: 0,
     socketUrls: [],
@@ -105,6 +109,7 @@
     showView("chat");
     updateEmpty();
     updateComposer();
+    renderStopButton();
     ui.expiredNew.focus();
   }
 
@@ -117,7 +122,7 @@
     el.querySelector(".msg__who").textContent = role === "user" ? "You said:" : "The assistant said:";
     el.querySelector(".msg__retry").addEventListener("click", () => retryReply(entry));
     const text = data.text || "";
-    const entry = { key, role, sort, el, data, text, chars: codePoints(text), retrying: false };
+    const entry = { key, role, sort, el, data, text, chars: codePoints(text), retrying: false, stopping: false };
     if (data.id !== undefined) el.dataset.id = String(data.id);
     state.entries.set(key, entry);
     placeEntry(entry);
@@ -170,6 +175,7 @@
     entry.chars = codePoints(message.text);
     if (message.status !== "failed") entry.error = null;
     entry.retrying = false;
+    entry.stopping = false; // the server's word on the reply: a stop still due comes again
     renderEntry(entry);
     return entry;
   }
@@ -194,7 +200,7 @@
 
   function renderEntry(entry) {
     const { el, data } = entry;
-    const busy = entry.role === "assistant" && (data.status === "pending" || data.status === "streaming");
+    const busy = entry.role === "assistant" && shared.replyRunning(data.status);
     el.dataset.status = data.status;
     el.setAttribute("aria-busy", busy ? "true" : "false");
     const body = el.querySelector(".msg__body");
@@ -205,6 +211,18 @@
     shared.renderMessageTime(el, data.created_at);
     el.querySelector(".msg__state").textContent = stateLabel(entry);
     shared.renderReplyError(entry, entry.role === "assistant" && entry.data.status === "failed");
+    shared.renderStoppedMark(entry, entry.role === "assistant" && data.status === "stopped");
+    if (busy && state.entries.get(entry.key) === entry) state.running.add(entry);
+    else state.running.delete(entry);
+    renderStopButton();
+  }
+
+  /** The composer's Stop button: there while the assistant is writing a reply. */
+  function renderStopButton() {
+    if (!ui.stop) return;
+    const hide = state.running.size === 0 || state.gone;
+    if (hide && !ui.stop.hidden && document.activeElement === ui.stop) ui.input.focus();
+    ui.stop.hidden = hide;
   }
 
   function stateLabel(entry) {
@@ -214,12 +232,15 @@
       return item.sent ? "Sending…" : "Waiting for the connection…";
     }
     if (entry.role === "assistant" && entry.retrying) return "Retrying…";
+    if (entry.role === "assistant" && entry.stopping) return "Stopping…";
     return "";
   }
 
   function clearMessages() {
     state.entries.clear();
     state.outbox.clear();
+    state.running.clear();
+    renderStopButton();
     ui.list.replaceChildren();
     updateEmpty();
   }
@@ -263,6 +284,9 @@
     retrying(frame) {
       applyMessage(frame.message);
     },
+    stopped(frame) {
+      applyMessage(frame.message); // status "stopped", with the text written so far
+    },
     error: applyError,
     pong() {},
   };
@@ -280,6 +304,7 @@
       entry.chars = 0;
       entry.error = frame.message;
       entry.retrying = false;
+      entry.stopping = false;
       renderEntry(entry);
       return;
     }
@@ -291,15 +316,39 @@
       rateLimited(frame);
       return;
     }
+    if (STOP_ERRORS.has(frame.code) && settleStopping()) {
+      // not_stoppable: the reply ended meanwhile, and its own frame shows how.
+      if (frame.code !== "not_stoppable") toast(frame.message || "The reply could not be stopped.", { kind: "error" });
+      return;
+    }
     const item = frame.client_id && state.outbox.get(frame.client_id);
     if (item) dropUnsent(frame.client_id, item);
+    settleRetrying();
+    settleStopping();
+    toast(frame.message || "Something went wrong.", { kind: "error" });
+  }
+
+  /** A retry the server refused: show the reply as it was. */
+  function settleRetrying() {
     for (const entry of state.entries.values()) {
       if (entry.retrying) {
         entry.retrying = false;
         renderEntry(entry);
       }
     }
-    toast(frame.message || "Something went wrong.", { kind: "error" });
+  }
+
+  /** A stop the server refused: show the reply as it is. Returns whether one was asked. */
+  function settleStopping() {
+    let asked = false;
+    for (const entry of state.entries.values()) {
+      if (entry.stopping) {
+        entry.stopping = false;
+        asked = true;
+        renderEntry(entry);
+      }
+    }
+    return asked;
   }
 
   function rateLimited(frame) {
@@ -312,12 +361,8 @@
       renderEntry(item.entry);
       setTimeout(flushOutbox, seconds * 1000 + 50);
     }
-    for (const entry of state.entries.values()) {
-      if (entry.retrying) {
-        entry.retrying = false;
-        renderEntry(entry);
-      }
-    }
+    settleRetrying();
+    settleStopping();
   }
 
   /** A message the server refused for good: take it off the page, give the text back. */
@@ -381,6 +426,7 @@
       item.sent = false;
       renderEntry(item.entry);
     }
+    settleStopping(); // the history after the reconnect tells whether it stopped
     if (code === CLOSE_SESSION_GONE || state.gone) {
       showExpired();
       return;
@@ -440,6 +486,23 @@
     }
     entry.retrying = true;
     renderEntry(entry);
+  }
+
+  /** Stop every reply still being written (the person means "stop the assistant"). */
+  function stopReplies() {
+    const running = [...state.running].filter((entry) => !entry.stopping);
+    if (!running.length) return;
+    if (!state.ready) {
+      toast("Not connected right now. Stop once the connection is back.", { kind: "warn" });
+      return;
+    }
+    for (const entry of running) {
+      // A reply the page has not seen yet is named by its question (the server resolves it).
+      const messageId = entry.data.id !== undefined ? entry.data.id : entry.data.reply_to;
+      if (!sendFrame({ type: "stop", message_id: messageId })) break;
+      entry.stopping = true;
+      renderEntry(entry);
+    }
   }
 
   function composerText() {
@@ -606,6 +669,7 @@
       trySend();
     });
     ui.input.addEventListener("input", updateComposer);
+    if (ui.stop) ui.stop.addEventListener("click", stopReplies);
     ui.input.addEventListener("keydown", (event) => {
       if (shared.isSendKey(event)) {
         event.preventDefault();

@@ -35,6 +35,8 @@
   const CLOSE_FULL = 4409;
   // Error frames that announce the close that follows them.
   const CLOSING_CODES = new Set(["name_taken", "room_full", "invalid_name", "invalid_after"]);
+  // Error codes a `stop` frame can get back (docs/protocol.md).
+  const STOP_ERRORS = new Set(["not_found", "not_stoppable", "forbidden"]);
 
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -425,9 +427,12 @@
 
   function createEntry(room, key, sort, data) {
     const el = clone(ui.templates.message);
-    const entry = { key, sort, el, data, text: data.text || "", retrying: false, error: null, unread: false };
+    const entry = {
+      key, sort, el, data, text: data.text || "", retrying: false, stopping: false, error: null, unread: false,
+    };
     entry.chars = codePoints(entry.text);
     el.querySelector(".msg__retry").addEventListener("click", () => retryReply(room, entry));
+    el.querySelector(".msg__stop").addEventListener("click", () => stopReply(room, entry));
     if (data.id !== undefined) el.dataset.id = String(data.id);
     room.entries.set(key, entry);
     placeEntry(room, entry);
@@ -470,11 +475,13 @@
     entry.chars = codePoints(entry.text);
     if (message.status !== "failed") entry.error = null;
     entry.retrying = false;
+    entry.stopping = false; // the server's word on the reply: a stop still due comes again
     if (message.author !== ASSISTANT) {
       room.known.add(message.author);
       stopTyping(room, message.author);
     }
     renderEntry(room, entry);
+    if (roleOf(room, message.author) === "mine") renderRepliesTo(room, message.id); // I may stop them
     if (created) noteArrival(room, entry, countUnread);
     return entry;
   }
@@ -485,7 +492,7 @@
     el.className = `msg msg--${role === "mine" ? "user" : role}`;
     el.dataset.author = data.author;
     el.dataset.status = data.status || "done";
-    const busy = role === "assistant" && (data.status === "pending" || data.status === "streaming");
+    const busy = role === "assistant" && shared.replyRunning(data.status);
     el.setAttribute("aria-busy", busy ? "true" : "false");
     const author = el.querySelector(".msg__author");
     author.textContent = role === "mine" ? "You:" : role === "assistant" ? "Assistant" : data.author;
@@ -495,9 +502,28 @@
     else if (entry.text) renderMarkdown(body, entry.text);
     else body.replaceChildren();
     el.querySelector(".msg__typing").hidden = !busy;
+    renderStop(room, entry, busy);
     shared.renderMessageTime(el, data.created_at);
     el.querySelector(".msg__state").textContent = stateLabel(room, entry);
     shared.renderReplyError(entry, role === "assistant" && entry.data.status === "failed");
+    shared.renderStoppedMark(entry, role === "assistant" && data.status === "stopped");
+  }
+
+  /** A running reply's Stop button, for the member who asked (the server also lets staff). */
+  function renderStop(room, entry, busy) {
+    const button = entry.el.querySelector(".msg__stop");
+    const question = busy && room.entries.get(`m:${entry.data.reply_to}`);
+    const hide = !(question && roleOf(room, question.data.author) === "mine");
+    if (hide && !button.hidden && document.activeElement === button) ui.input.focus();
+    button.hidden = hide;
+    button.title = hide ? "" : "Stop the assistant's reply to your question";
+  }
+
+  /** Re-render the assistant's replies to my message (now that it is known, I may stop them). */
+  function renderRepliesTo(room, questionId) {
+    for (const entry of room.entries.values()) {
+      if (entry.data.author === ASSISTANT && entry.data.reply_to === questionId) renderEntry(room, entry);
+    }
   }
 
   function stateLabel(room, entry) {
@@ -507,6 +533,7 @@
       return item.sent ? "Sending…" : "Waiting for the connection…";
     }
     if (entry.retrying) return "Retrying…";
+    if (entry.stopping) return "Stopping…";
     return "";
   }
 
@@ -626,6 +653,9 @@
     retrying(room, frame) {
       applyMessage(room, frame.message);
     },
+    stopped(room, frame) {
+      applyMessage(room, frame.message); // status "stopped", with the text written so far
+    },
     deleted(room, frame) {
       const entry = room.entries.get(`m:${frame.message_id}`);
       if (entry) removeEntry(room, entry);
@@ -669,6 +699,7 @@
       entry.chars = 0;
       entry.error = frame.message;
       entry.retrying = false;
+      entry.stopping = false;
       renderEntry(room, entry);
       return;
     }
@@ -688,10 +719,33 @@
       rateLimited(room, frame);
       return;
     }
+    if (STOP_ERRORS.has(frame.code) && settleStopping(room)) {
+      // not_stoppable: the reply ended meanwhile, and its own frame shows how.
+      if (frame.code === "forbidden") {
+        toast(frame.message || "Only the member who asked can stop this reply.", { kind: "warn" });
+      } else if (frame.code !== "not_stoppable") {
+        toast(frame.message || "The reply could not be stopped.", { kind: "error" });
+      }
+      return;
+    }
     const item = frame.client_id && room.outbox.get(frame.client_id);
     if (item) dropUnsent(room, frame.client_id, item);
     stopRetrying(room);
+    settleStopping(room);
     toast(frame.message || "Something went wrong.", { kind: "error" });
+  }
+
+  /** A stop the server refused: show the reply as it is. Returns whether one was asked. */
+  function settleStopping(room) {
+    let asked = false;
+    for (const entry of room.entries.values()) {
+      if (entry.stopping) {
+        entry.stopping = false;
+        asked = true;
+        renderEntry(room, entry);
+      }
+    }
+    return asked;
   }
 
   function stopRetrying(room) {
@@ -714,6 +768,7 @@
       setTimeout(() => flushOutbox(room), seconds * 1000 + 50);
     }
     stopRetrying(room);
+    settleStopping(room);
   }
 
   /** A message the server refused for good: take it off the page, give the text back. */
@@ -804,6 +859,7 @@
       item.sent = false;
       renderEntry(room, item.entry);
     }
+    settleStopping(room); // the history after the reconnect tells whether it stopped
     renderRoomEverywhere(room);
     if (room.closed) return;
     if (code === CLOSE_NAME_TAKEN || code === CLOSE_FULL || code === CLOSE_NOT_FOUND) {
@@ -884,6 +940,16 @@
       return;
     }
     entry.retrying = true;
+    renderEntry(room, entry);
+  }
+
+  function stopReply(room, entry) {
+    if (entry.stopping || entry.data.id === undefined) return;
+    if (!sendFrame(room, { type: "stop", message_id: entry.data.id })) {
+      toast("Not connected right now. Stop once the connection is back.", { kind: "warn" });
+      return;
+    }
+    entry.stopping = true;
     renderEntry(room, entry);
   }
 

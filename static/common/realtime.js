@@ -29,9 +29,13 @@
   // Apply a reply `delta` frame to a message entry ({data, text, chars, error}) by its
   // `offset` (docs/protocol.md): 0 starts the text over, the entry's length appends, any
   // other offset was seen already or follows a lost part (the reply frame brings the whole
-  // text). Returns whether the entry changed.
+  // text). A reply that ended (done, stopped, failed) takes no more deltas: they are late
+  // chunks of an attempt that is over; a failed reply only once a retry we asked for is
+  // under way (its first chunk may overtake the `retrying` frame). Returns whether the
+  // entry changed.
   function applyDeltaTo(entry, frame) {
-    if (entry.data.status === "done") return false;
+    const status = entry.data.status;
+    if (status === "done" || status === "stopped" || (status === "failed" && !entry.retrying)) return false;
     const { offset, text } = frame;
     if (offset === 0) {
       entry.text = text; // a (re)start
@@ -113,6 +117,16 @@
     const button = box.querySelector(".msg__retry");
     button.disabled = entry.retrying;
     button.setAttribute("aria-label", "Retry this reply");
+  }
+
+  /** Whether a reply is still being written (pending or streaming): it can be stopped. */
+  function replyRunning(status) {
+    return status === "pending" || status === "streaming";
+  }
+
+  /** Show or hide a reply's "Stopped" marker (a stopped reply keeps its partial text). */
+  function renderStoppedMark(entry, stopped) {
+    entry.el.querySelector(".msg__stopped").hidden = !stopped;
   }
 
   function toast(container, text, { kind = "info", ms = TOAST_MS } = {}) {
@@ -277,6 +291,8 @@
     cloneTemplate,
     placeSorted,
     renderReplyError,
+    replyRunning,
+    renderStoppedMark,
     toast,
     renderCounter,
     growTextarea,

@@ -31,6 +31,10 @@ PAGE_ASSETS = [
     "vendor/dompurify/purify.min.js",
 ]
 XSS = "<img src=x onerror=alert(1)>"
+# The offline stand-in echoes the question a word per OFFLINE_CHUNK_DELAY: this one keeps a
+# reply streaming for about ten seconds, long enough to act on it mid-stream.
+LONG_QUESTION = " ".join(f"w{index}" for index in range(200))
+REPLY_END = "as the README shows."  # the stand-in's last words
 
 
 # --- the page as Django serves it (no browser needed) ----------------------------------------
@@ -128,6 +132,16 @@ def message_ids(page: Any) -> list[str]:
     return page.locator("#messages > li").evaluate_all("items => items.map(i => i.dataset.id)")
 
 
+def stop_button(page: Any) -> Any:
+    """The composer's Stop button."""
+    return page.get_by_role("button", name="Stop", exact=True)
+
+
+def words(text: str) -> str:
+    """Text with its whitespace runs made single spaces (as rendered Markdown reads)."""
+    return " ".join(text.split())
+
+
 class PageTestCase(LiveBrowserTestCase):
     """Helpers shared by the browser tests."""
 
@@ -153,6 +167,17 @@ class PageTestCase(LiveBrowserTestCase):
 
     def expire_sessions(self) -> None:
         ChatSession.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    def expect_stopped(self, page: Any) -> str:
+        """The one reply shows as stopped, with its text so far and no Stop; returns that text."""
+        reply = page.locator("li.msg--assistant")
+        expect(reply).to_have_attribute("data-status", "stopped")
+        expect(reply.locator(".msg__stopped")).to_be_visible()
+        expect(reply.locator(".msg__stopped")).to_have_text("Stopped")
+        expect(reply.locator(".msg__typing")).to_be_hidden()
+        expect(reply).to_have_attribute("aria-busy", "false")
+        expect(stop_button(page)).to_be_hidden()
+        return reply.locator(".msg__body").inner_text()
 
 
 # --- with the offline stand-in -----------------------------------------------------------------
@@ -335,6 +360,78 @@ class OfflinePageTests(PageTestCase):
         box.press("Enter")
         expect(page.locator("li.msg--assistant[data-status=done]")).to_have_count(1)
         expect(page.locator("li.msg--user")).to_have_count(1)  # the long one was not sent
+
+    def test_stop_ends_a_streaming_reply_with_its_text_so_far(self) -> None:
+        page = self.open_chat()
+        self.start_session(page)
+        expect(stop_button(page)).to_be_hidden()
+        send(page, LONG_QUESTION)
+        reply = page.locator("li.msg--assistant").first
+        expect(reply).to_have_attribute("data-status", "streaming")
+        expect(reply.locator(".msg__body")).to_contain_text("You said")
+        expect(stop_button(page)).to_be_visible()
+        page.screenshot(path=str(artifact_path("chat-stop.png")))
+        stop_button(page).click()
+
+        partial = self.expect_stopped(page)
+        self.assertIn("You said", partial)
+        self.assertNotIn(REPLY_END, partial)
+        stored = ChatMessage.objects.get(role="assistant")
+        self.assertEqual(stored.status, "stopped")
+        self.assertEqual(words(partial), words(stored.text))
+        expect(page.locator("#composer-input")).to_be_focused()  # the composer is usable
+
+        send(page, "and a short one")
+        answer = page.locator("li.msg--assistant").last
+        expect(page.locator("li.msg--assistant")).to_have_count(2)
+        expect(answer).to_have_attribute("data-status", "done")
+        expect(answer.locator(".msg__body")).to_contain_text("and a short one")
+        expect(answer.locator(".msg__stopped")).to_be_hidden()
+        expect(stop_button(page)).to_be_hidden()
+        # The stopped reply took nothing more meanwhile: no late chunk changed it.
+        expect(reply).to_have_attribute("data-status", "stopped")
+        self.assertEqual(reply.locator(".msg__body").inner_text(), partial)
+        self.assert_no_duplicates(page)
+
+    def test_a_reply_stopped_in_one_tab_shows_as_stopped_in_the_other(self) -> None:
+        page = self.open_chat()
+        self.start_session(page)
+        tab = self.open_chat(page.context.new_page())  # the same conversation
+        self.expect_connection(tab, "connected")
+        send(page, LONG_QUESTION)
+        for each in (page, tab):
+            expect(each.locator("li.msg--assistant .msg__body")).to_contain_text("You said")
+            expect(stop_button(each)).to_be_visible()
+        stop_button(tab).click()
+
+        texts = [self.expect_stopped(each) for each in (page, tab)]
+        self.assertEqual(words(texts[0]), words(texts[1]))
+        self.assertEqual(words(texts[0]), words(ChatMessage.objects.get(role="assistant").text))
+
+    def test_reload_mid_stream_shows_the_text_so_far_then_the_whole_reply(self) -> None:
+        page = self.open_chat()
+        self.start_session(page)
+        send(page, LONG_QUESTION)
+        reply = page.locator("li.msg--assistant")
+        expect(reply.locator(".msg__body")).to_contain_text("w12 w13")
+        question_id, reply_id = message_ids(page)
+
+        page.reload()
+        # Before the reply ends, the page shows what was written before the reload: the
+        # history has it with no text, so it can only come from the resumed stream.
+        streaming = page.locator("li.msg--assistant[data-status=streaming] .msg__body")
+        expect(streaming).to_contain_text("You said: \u201cw0 w1 w2")
+        expect(reply).to_have_attribute("data-status", "done")
+        expect(reply.locator(".msg__body")).to_contain_text("w198 w199\u201d. I have 0 earlier")
+        expect(reply.locator(".msg__body")).to_contain_text(REPLY_END)
+        self.assertEqual(reply.locator(".msg__body").inner_text().count("You said"), 1)
+        self.assertEqual(self.assert_no_duplicates(page), [question_id, reply_id])
+        # The socket resumed from before the unfinished reply, so the history brought it.
+        urls = page.evaluate("window.chatApp.socketUrls")
+        self.assertEqual(len(urls), 1, urls)
+        after = re.fullmatch(r".*\?after=(\d+)", urls[0])
+        self.assertIsNotNone(after, urls)
+        self.assertLess(int(after.group(1)), int(reply_id))
 
     def test_new_chat_starts_a_fresh_session_that_a_reload_keeps(self) -> None:
         page = self.open_chat()

@@ -28,6 +28,9 @@ ROOM_ASSETS = [
     "vendor/dompurify/purify.min.js",
 ]
 XSS = "<img src=x onerror=alert(1)>"
+# The offline stand-in echoes the question a word per OFFLINE_CHUNK_DELAY: this one keeps a
+# reply streaming for about ten seconds, long enough to act on it mid-stream.
+LONG_QUESTION = "@assistant " + " ".join(f"w{index}" for index in range(200))
 
 
 # --- the page as Django serves it (no browser needed) ----------------------------------------
@@ -237,6 +240,34 @@ class RoomsPageTests(LiveBrowserTestCase):
         reply = RoomMessage.objects.get(author="assistant")
         self.assertEqual(reply.status, "done")
         self.assertEqual(message_ids(ada)[-1], str(reply.pk))
+
+    def test_the_asker_stops_the_assistants_reply_for_everyone(self):
+        ada = self.enter(self.page, "Ada")
+        bob = self.enter(self.new_page(), "Bob")
+        send(ada, LONG_QUESTION)
+        for page in (ada, bob):
+            expect(self.by(page, "assistant")).to_have_attribute("data-status", "streaming")
+            expect(self.by(page, "assistant").locator(".msg__body")).to_contain_text("You said")
+        stop = self.by(ada, "assistant").get_by_role("button", name="Stop", exact=True)
+        expect(stop).to_be_visible()
+        expect(self.by(bob, "assistant").locator(".msg__stop")).to_be_hidden()  # not his question
+        stop.click()
+
+        texts = []
+        for page in (ada, bob):
+            reply = self.by(page, "assistant")
+            expect(reply).to_have_attribute("data-status", "stopped")
+            expect(reply.locator(".msg__stopped")).to_be_visible()
+            expect(reply.locator(".msg__stopped")).to_have_text("Stopped")
+            expect(reply.locator(".msg__typing")).to_be_hidden()
+            expect(reply.locator(".msg__stop")).to_be_hidden()
+            texts.append(" ".join(reply.locator(".msg__body").inner_text().split()))
+        stored = RoomMessage.objects.get(author="assistant")
+        self.assertEqual(stored.status, "stopped")
+        self.assertIn("You said", texts[0])
+        self.assertNotIn("w199", texts[0])
+        self.assertEqual(texts, [" ".join(stored.text.split())] * 2)
+        expect(ada.locator("#composer-input")).to_be_focused()
 
     def test_html_in_messages_shows_as_text(self):
         dialogs: list[str] = []
