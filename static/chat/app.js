@@ -22,6 +22,7 @@
   const UNSETTLED = new Set(["pending", "streaming", "failed"]);
   // Error codes a `stop` frame can get back (docs/protocol.md).
   const STOP_ERRORS = new Set(["not_found", "not_stoppable", "forbidden"]);
+  const ASSISTANT_URL = config.assistantUrl || "/api/chat/assistant";
 
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -45,6 +46,7 @@
     input: byId("composer-input"),
     send: byId("send-button"),
     stop: byId("stop-button"),
+    modelLine: byId("model-line"), // absent when the offline notice says who answers
     counter: byId("composer-counter"),
     toasts: byId("toasts"),
     template: byId("message-template"),
@@ -660,6 +662,66 @@
     }
   }
 
+  // --- which model answers -------------------------------------------------------------------
+
+  /** Fill the line under the header from GET /api/chat/assistant (text only). */
+  async function showAssistant() {
+    if (!ui.modelLine) return; // the offline notice says it instead
+    let info;
+    try {
+      const response = await fetch(ASSISTANT_URL, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      if (!response.ok) return;
+      info = await response.json();
+    } catch {
+      return; // not worth a toast: the line just stays hidden
+    }
+    renderAssistant(info || {});
+  }
+
+  function renderAssistant(info) {
+    const provider = typeof info.provider === "string" ? info.provider : "";
+    if (!provider) return;
+    const model = typeof info.model === "string" ? info.model : "";
+    const url = withoutCredentials(typeof info.url === "string" ? info.url : "");
+    const part = (tag, className, text) => {
+      const el = document.createElement(tag);
+      el.className = className;
+      el.textContent = text;
+      return el;
+    };
+    const line = ui.modelLine;
+    line.dataset.provider = provider;
+    if (provider === "offline") {
+      line.replaceChildren("Answered by the offline stand-in (not a real model): replies are canned.");
+    } else {
+      line.replaceChildren(
+        "Answered by ",
+        part("strong", "model-line__model", model || "the provider's default model"),
+        " via ",
+        part("span", "model-line__provider", provider),
+        ...(url ? [" at ", part("span", "model-line__url", url)] : []),
+      );
+    }
+    line.title = line.textContent;
+    line.hidden = false;
+  }
+
+  /** The URL with any user name and password taken out (they never belong on the page). */
+  function withoutCredentials(url) {
+    try {
+      const parsed = new URL(url);
+      if (!parsed.username && !parsed.password) return url;
+      parsed.username = "";
+      parsed.password = "";
+      return parsed.toString();
+    } catch {
+      return /@/.test(url) ? "" : url; // unreadable and maybe secret: leave it out
+    }
+  }
+
   // --- wiring --------------------------------------------------------------------------------
 
   function wire() {
@@ -695,6 +757,7 @@
 
   function boot() {
     wire();
+    showAssistant();
     const token = localStorage.getItem(STORAGE_TOKEN);
     if (token) resumeSession(token);
     else showStart();

@@ -73,6 +73,11 @@ class ChatPageViewTests(SimpleTestCase):
         self.assertEqual(self.config(response)["offlineNotice"], offline_notice())
         self.assertContains(response, 'id="offline-notice"')
         self.assertContains(response, "Not a real model")
+        self.assertNotContains(response, 'id="model-line"')  # the notice says who answers
+
+    @override_settings(INFERENCE_PROVIDER="openai")
+    def test_real_provider_gets_the_model_line_instead(self) -> None:
+        self.assertContains(self.client.get("/"), 'id="model-line"')
 
     @override_settings(INFERENCE_PROVIDER="openai")
     def test_no_notice_with_a_real_provider(self) -> None:
@@ -196,6 +201,7 @@ class OfflinePageTests(PageTestCase):
         page = self.open_chat()
         expect(page.locator("#offline-notice")).to_be_visible()
         expect(page.locator("#offline-notice")).to_contain_text("Not a real model")
+        expect(page.locator("#model-line")).to_have_count(0)  # one place says who answers
         self.start_session(page, "Ada")
         send(page, "Hello **there**")
 
@@ -451,7 +457,20 @@ class OfflinePageTests(PageTestCase):
 # --- with a scripted model -------------------------------------------------------------------
 
 
-@override_settings(INFERENCE_PROVIDER="openai", CHAT_RATE_LIMIT=2, CHAT_RATE_WINDOW=60)
+# The web process's own inference settings are what GET /api/chat/assistant reports (the
+# model line); the worker, which does the talking, gets the scripted server's URL instead.
+PAGE_INFERENCE_URL = "http://page-user:page-secret@inference.test:8000/v1"
+PAGE_INFERENCE_KEY = "sk-page-test-key"
+
+
+@override_settings(
+    INFERENCE_PROVIDER="openai",
+    INFERENCE_MODEL="test-model",
+    INFERENCE_URL=PAGE_INFERENCE_URL,
+    INFERENCE_API_KEY=PAGE_INFERENCE_KEY,
+    CHAT_RATE_LIMIT=2,
+    CHAT_RATE_WINDOW=60,
+)
 class ModelPageTests(PageTestCase):
     """Replies from the scriptable inference server through the openai provider."""
 
@@ -509,6 +528,21 @@ class ModelPageTests(PageTestCase):
 
         page.set_viewport_size({"width": 375, "height": 740})
         self.assert_no_horizontal_scroll(page)
+
+    def test_model_line_says_which_model_answers_without_credentials(self) -> None:
+        page = self.open_chat()
+        line = page.locator("#model-line")
+        expect(line).to_be_visible()
+        expect(line).to_contain_text("Answered by test-model via openai at")
+        expect(line).to_contain_text("inference.test:8000")
+        expect(line.locator(".model-line__model")).to_have_text("test-model")
+        expect(line).to_have_attribute("data-provider", "openai")
+        expect(page.locator("#offline-notice")).to_have_count(0)
+        html = page.content()
+        for secret in ("page-secret", "page-user", PAGE_INFERENCE_KEY):
+            self.assertNotIn(secret, html)
+        self.start_session(page)
+        expect(line).to_be_visible()  # it stays once the conversation starts
 
     def test_reply_streams_chunk_by_chunk_and_a_dropped_socket_shows_nothing_twice(self) -> None:
         chunks = ["Counting: ", "one, ", "two, ", "three, ", "four, ", "five."]
