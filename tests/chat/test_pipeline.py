@@ -337,13 +337,22 @@ class ConcurrencyTests(PipelineTestCase):
             sockets.append(socket)
 
         async def converse(number: int, socket: Any) -> list[dict[str, Any]]:
-            questions = [await self.ask(socket, f"q{i} of s{number}") for i in range(3)]
-            last = questions[-1]["id"]
-            frames = await receive_until(
-                socket, lambda f: is_reply(f) and f["message"]["reply_to"] == last, within=120
-            )
-            replies = replies_in(frames)
-            self.assertEqual([r["reply_to"] for r in replies], [q["id"] for q in questions])
+            for index in range(3):
+                await socket.send_json_to(
+                    {"type": "message", "text": f"q{index} of s{number}", "client_id": f"c{index}"}
+                )
+            replies: list[dict[str, Any]] = []
+            acks: dict[str, int] = {}
+
+            def all_in(frame: dict[str, Any]) -> bool:
+                replies.extend(replies_in([frame]))
+                if frame["type"] == "ack":
+                    acks[frame["client_id"]] = frame["message"]["id"]
+                return len(replies) == len(acks) == 3
+
+            await receive_until(socket, all_in, within=120)
+            questions = [acks[f"c{index}"] for index in range(3)]
+            self.assertEqual([r["reply_to"] for r in replies], questions)
             return replies
 
         results = await asyncio.gather(*(converse(n, s) for n, s in enumerate(sockets)))
