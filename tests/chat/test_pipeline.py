@@ -1,13 +1,16 @@
 """The reply pipeline end to end: socket → service → real Celery worker → real HTTP → socket."""
 
 import asyncio
+import json
 from typing import Any
 
+import websockets
 from asgiref.sync import sync_to_async
 
 from chat.models import ChatMessage
 from chat.services import chat_session_create
-from tests.support.cases import TIMEOUT, SocketTestCase, receive_until
+from tests.chatsite.test_web_process import WebProcess
+from tests.support.cases import ORIGIN, TIMEOUT, SocketTestCase, receive_until
 from tests.support.inference_server import Fail, InferenceServer, Reply, Stall
 from tests.support.worker import CeleryWorker
 
@@ -497,3 +500,31 @@ class RetryBudgetTests(PipelineTestCase):
         self.assertEqual(frames[-1]["message"]["text"], "echo: persist")
         [row] = await self.stored_replies(question["id"])
         self.assertEqual((row.status, row.attempt), ("done", 6))
+
+
+class StopAcrossProcessesTests(PipelineTestCase):
+    """A stop sent to another web process than the asker's reaches the worker all the same."""
+
+    async def test_a_stop_on_a_second_web_process_stops_the_reply_everywhere(self) -> None:
+        web = await sync_to_async(WebProcess)()
+        self.addCleanup(web.stop)
+        await sync_to_async(web.wait_listening)()
+        self.server.script(slow_reply())
+        here = await self.connect()
+        question = await self.ask(here, "long story")
+        delta = (await receive_until(here, lambda f: f["type"] == "delta"))[-1]
+
+        async with websockets.connect(
+            web.url(f"/ws/chat/{self.token}"), origin=ORIGIN.decode()
+        ) as there:
+            history = json.loads(await asyncio.wait_for(there.recv(), TIMEOUT))
+            self.assertEqual(history["messages"][-1]["id"], delta["message_id"])
+            await there.send(json.dumps({"type": "stop", "message_id": question["id"]}))
+            while (frame := json.loads(await asyncio.wait_for(there.recv(), TIMEOUT)))[
+                "type"
+            ] != "stopped":
+                self.assertIn(frame["type"], ("delta",))
+        stopped = (await receive_until(here, is_stopped))[-1]["message"]
+        self.assertEqual(frame["message"], stopped)
+        self.assertEqual((stopped["id"], stopped["status"]), (delta["message_id"], "stopped"))
+        self.assertEqual(len(self.server.wait_for_closes(1)), 1)
