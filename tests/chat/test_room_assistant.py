@@ -14,12 +14,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from chat.errors import ChatError
-from chat.rooms.assistant import room_reply_retry
+from chat.rooms.assistant import room_reply_retry, room_reply_stop
 from chat.rooms.models import ASSISTANT_NAME, Room, RoomMessage, room_group_name
 from chat.rooms.serializers import room_message_data
 from chat.rooms.services import room_create, room_message_create
 from chatsite.errors import AppError
-from tests.chat.test_pipeline import FAST_RETRIES, PipelineTestCase
+from tests.chat.test_pipeline import FAST_RETRIES, PipelineTestCase, slow_reply
 from tests.support.cases import TIMEOUT
 from tests.support.inference_server import Fail, Reply
 
@@ -320,3 +320,43 @@ class FailureTests(RoomAssistantTestCase):
             with self.subTest(message_id=message_id), self.assertRaises(ChatError) as raised:
                 await sync_to_async(room_reply_retry)(room=self.room, message_id=message_id)
             self.assertEqual(raised.exception.code, code)
+
+
+class StopTests(RoomAssistantTestCase):
+    """The member who asked, or staff, stops an @assistant reply; the room sees `stopped`."""
+
+    async def stop_mid_stream(self, *, member: str, staff: bool = False) -> list[Frame]:
+        self.server.script(slow_reply())
+        async with RoomListener("lobby") as room:
+            question = await self.say("bob", "@assistant tell a long story")
+            await room.receive_until(of_type("delta"))
+            await sync_to_async(room_reply_stop)(
+                room=self.room, message_id=question["id"], member=member, staff=staff
+            )
+            return await room.receive_until(of_type("stopped"))
+
+    async def test_the_asker_stops_the_reply_and_its_partial_text_is_kept(self) -> None:
+        frames = await self.stop_mid_stream(member="bob")
+        stopped = frames[-1]["message"]
+        self.assertEqual((stopped["author"], stopped["status"]), (ASSISTANT_NAME, "stopped"))
+        self.assertTrue("".join(slow_reply().chunks).startswith(stopped["text"]))
+        self.assertTrue(stopped["text"])
+        self.assertEqual(len(self.server.wait_for_closes(1)), 1)
+        [row] = await self.assistant_rows()
+        self.assertEqual((row.status, row.text), ("stopped", stopped["text"]))
+
+    async def test_staff_may_stop_anyone_s_question(self) -> None:
+        frames = await self.stop_mid_stream(member="carol", staff=True)
+        self.assertEqual(frames[-1]["message"]["status"], "stopped")
+
+    async def test_another_member_may_not_stop_it(self) -> None:
+        self.server.script(Reply(["a ", "b"], delay=0.05))
+        async with RoomListener("lobby") as room:
+            question = await self.say("bob", "@assistant short one")
+            with self.assertRaises(ChatError) as caught:
+                await sync_to_async(room_reply_stop)(
+                    room=self.room, message_id=question["id"], member="carol", staff=False
+                )
+            self.assertEqual(caught.exception.code, "forbidden")
+            frames = await room.receive_until(reply_to(question))
+        self.assertEqual(frames[-1]["message"]["text"], "a b")
