@@ -150,6 +150,7 @@ def reply_retry(kind: ReplyKind, *, conversation_id: int, message_id: int) -> An
         )
         if not requeued:
             raise ChatError("not_retryable", "Only a failed reply can be retried.")
+        get_redis().delete(_stop_key(kind, reply.pk))  # a stop that came too late to act
         group = kind.group(reply)
         reply.refresh_from_db()
         payload = {"type": "retrying", "message": kind.serialize(reply)}
@@ -305,7 +306,7 @@ def _attempt(kind: ReplyKind, *, reply: Any) -> None:
         _settle(kind, reply=reply, attempt=attempt, status=status, text=streamer.text)
     finally:
         IN_FLIGHT.end(key)
-        get_redis().delete(_partial_key(kind, reply.pk, attempt))
+        get_redis().delete(_partial_key(kind, reply.pk, attempt), _stop_key(kind, reply.pk))
 
 
 def _stream(prompt: list[PromptMessage], *, streamer: "_DeltaStreamer", cancel: Cancel) -> None:

@@ -140,9 +140,10 @@ def chat_reply_retry(*, session_id: int, message_id: Any) -> ChatMessage:
 def chat_reply_stop(*, session_id: int, message_id: Any) -> ChatMessage:
     """Stop a pending or streaming reply (named by its id or its question's id)."""
     message_id = validate_message_id(message_id)
-    _session_touch(session_id=session_id)
-    reply = reply_named(CHAT_REPLIES, conversation_id=session_id, message_id=message_id)
-    reply_stop(CHAT_REPLIES, reply=reply)
+    with transaction.atomic():
+        _session_touch(session_id=session_id)
+        reply = reply_named(CHAT_REPLIES, conversation_id=session_id, message_id=message_id)
+        reply_stop(CHAT_REPLIES, reply=reply)
     return reply
 
 
