@@ -851,6 +851,17 @@ def print_concurrent_step(r: dict[str, Any]) -> None:
 # --- mode: stop --------------------------------------------------------------------------
 
 
+async def late_deltas(ws: ClientConnection, reply_id: Any, seconds: float = 0.5) -> int:
+    """Deltas of the reply that still arrive within `seconds` after its final frame."""
+    count = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                frame = json.loads(await ws.recv())
+                count += frame.get("type") == "delta" and frame.get("message_id") == reply_id
+    return count
+
+
 async def stop_one(args: argparse.Namespace, target: Target, index: int, run_id: str,
                    ready: asyncio.Event, go: asyncio.Event) -> dict[str, Any]:  # fmt: skip
     """One conversation: send a message, stop its reply after a few deltas, read the end."""
@@ -896,7 +907,16 @@ async def stop_one(args: argparse.Namespace, target: Target, index: int, run_id:
                     waited = time.perf_counter() - out["stop_sent_perf"]
                     out["stopped_after_ms"] = round(waited * 1000, 1)
                 out["stopped_status"] = msg.get("status")
-                out["stopped_text_matches"] = contiguous and msg.get("text") == "".join(deltas)
+                streamed = "".join(deltas)
+                stopped_text = str(msg.get("text"))
+                out["stopped_text_matches"] = contiguous and stopped_text == streamed
+                if not out["stopped_text_matches"]:
+                    out["stopped_text_vs_deltas"] = {
+                        "stopped_chars": len(stopped_text), "delta_chars": len(streamed),
+                        "deltas_are_its_start": stopped_text.startswith(streamed),
+                        "contiguous": contiguous,
+                    }  # fmt: skip
+                out["late_deltas"] = await late_deltas(ws, reply_id)
                 break
             elif kind == "reply" and msg.get("reply_to") == user_id:
                 out["replied_in_full"] = True
@@ -948,6 +968,7 @@ async def stop_step(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         "stopped_frames": len(stopped),
         "stopped_status_ok": sum(1 for p in stopped if p["stopped_status"] == "stopped"),
         "stopped_text_ok": sum(1 for p in stopped if p.get("stopped_text_matches")),
+        "late_deltas": sum(p.get("late_deltas", 0) for p in probes),
         "replied_in_full": sum(1 for p in probes if p.get("replied_in_full")),
         "upstream_closed": len(close_ms),
         "stop_to_upstream_close_ms": percentile_summary(close_ms, scale=1000, digits=1),
@@ -983,7 +1004,12 @@ def print_stop_step(r: dict[str, Any]) -> None:
     print(f"  stop frames sent   {r['stops_sent']}/{n}; errors {r['errors'] or 'none'}")
     print(f"  stopped frames     {r['stopped_frames']}/{n} (status stopped: "
           f"{r['stopped_status_ok']}, text = the deltas: {r['stopped_text_ok']}); "
-          f"replied in full instead: {r['replied_in_full']}")  # fmt: skip
+          f"replied in full instead: {r['replied_in_full']}; deltas after it: "
+          f"{r['late_deltas']}")  # fmt: skip
+    for probe in r["probes"]:
+        if "stopped_text_vs_deltas" in probe:
+            print(f"    #{probe['index']}: stopped text vs the deltas: "
+                  f"{probe['stopped_text_vs_deltas']}")  # fmt: skip
     print(f"  stop -> upstream   closed {r['upstream_closed']}/{n}; p50 {close['p50']} / max "
           f"{close['max']} ms (target <= 300: {verdict})")  # fmt: skip
     print(f"  stop -> stopped    p50 {frame['p50']} / max {frame['max']} ms", flush=True)
