@@ -19,11 +19,23 @@ _async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" =
 
 
 def get_redis() -> redis.Redis:
-    """The process's sync client (re-created after fork, never per call)."""
+    """The process's sync client (re-created after fork, never per call).
+
+    Its pool blocks for a free connection rather than failing: a worker's hundreds of
+    threads share REDIS_MAX_CONNECTIONS connections.
+    """
     global _sync
     if _sync is None or _sync[0] != os.getpid():
-        _sync = (os.getpid(), redis.Redis.from_url(settings.REDIS_URL))
+        pool = redis.BlockingConnectionPool.from_url(settings.REDIS_URL, **_pool_options())
+        _sync = (os.getpid(), redis.Redis.from_pool(pool))
     return _sync[1]
+
+
+def _pool_options() -> dict[str, Any]:
+    return {
+        "max_connections": settings.REDIS_MAX_CONNECTIONS,
+        "timeout": settings.REDIS_POOL_TIMEOUT,
+    }
 
 
 async def async_redis_close() -> None:
@@ -34,11 +46,13 @@ async def async_redis_close() -> None:
 
 
 def get_async_redis() -> aioredis.Redis:
-    """The running event loop's async client (connections belong to one loop)."""
+    """The running event loop's async client (connections belong to one loop), blocking pool."""
     loop = asyncio.get_running_loop()
     client = _async.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        # Blocking, as the sync pool: hundreds of sockets share the connections.
+        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, **_pool_options())
+        client = aioredis.Redis.from_pool(pool)
         _async[loop] = client
     return client
 

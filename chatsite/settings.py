@@ -145,6 +145,11 @@ CHANNEL_LAYERS = {
 # resumes from the stream); caps what a client that stops reading can make a process hold.
 SOCKET_LIVE_BACKLOG = env.int("SOCKET_LIVE_BACKLOG", default=5000)
 
+# Connections one process (or event loop) opens to Redis at most; more callers wait for
+# one (up to REDIS_POOL_TIMEOUT seconds) instead of failing.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=100)
+REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=20.0)
+
 # --- Celery: late acks so a worker killed mid-task hands the task to another.
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
