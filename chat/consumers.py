@@ -54,7 +54,10 @@ class ChatConsumer(JsonSocketConsumer):
         self.session_id = session.pk
         self.group = session.group_name
         # Join before reading history: anything later arrives live, nothing falls between.
+        # The reply pipeline's frames come through the live group, the rest through the
+        # channel layer's; both hold what comes until connect() is done.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.live_join(self.group)
         messages = await database_sync_to_async(chat_messages_list)(
             session_id=session.pk, after_id=int(after) if after else None
         )
@@ -64,11 +67,13 @@ class ChatConsumer(JsonSocketConsumer):
             CHAT_REPLIES, messages=messages
         ):
             await self.send_stream_start(delta, stream=stream)
+        self.live_start()
 
     async def disconnect(self, code: int) -> None:
-        """Leave the session's group."""
+        """Leave the session's groups."""
         if getattr(self, "session_id", None) is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.live_leave_all()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Ignore frames from a socket that was refused at connect."""

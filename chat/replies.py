@@ -19,6 +19,7 @@ replies and how it prompts, groups and shows them; the wire frames are the same.
 """
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -39,8 +40,8 @@ from chat.errors import ChatError
 from chat.inflight import IN_FLIGHT
 from chat.message_base import ReplyStatus
 from chat.providers import Cancel, PromptMessage, ProviderError, get_provider
-from chatsite.broadcast import frame_event, group_send_sync
-from chatsite.redis_clients import get_redis
+from chatsite.fanout import live_channel, live_payload, live_publish_sync
+from chatsite.redis_clients import RedisScript, get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,26 @@ def _partial_key(kind: ReplyKind, reply_id: int, attempt: int) -> str:
     return f"chat:partial:{kind.key(reply_id)}:{attempt}"
 
 
-def _send(group: str, payload: dict[str, Any], **meta: Any) -> None:
-    group_send_sync(group, {**frame_event(payload), **meta})
+def reply_publish(group: str, payload: dict[str, Any]) -> None:
+    """Send a reply frame to every socket of the conversation (the live fan-out, in order).
+
+    Every frame of a reply's life (deltas, reply, stopped, retrying, inference_failed)
+    goes through the conversation's live group, so sockets get them in the order they
+    were published; the conversation's other events use the channel layer.
+    """
+    live_publish_sync(group, [json.dumps(payload)])
+
+
+# A delta in one round trip: append it to the reply's partial text, then publish it, so a
+# socket that reads the partial text and then hears deltas misses nothing. The event's id
+# is the span it adds, "<reply id>:<attempt>:<start>:<end>" (chatsite/sockets.py).
+_DELTA_SCRIPT = RedisScript(
+    """
+redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('PUBLISH', KEYS[2], ARGV[3])
+"""
+)
 
 
 def db_release() -> None:
@@ -154,7 +173,7 @@ def reply_retry(kind: ReplyKind, *, conversation_id: int, message_id: int) -> An
         group = kind.group(reply)
         reply.refresh_from_db()
         payload = {"type": "retrying", "message": kind.serialize(reply)}
-        transaction.on_commit(lambda: _send(group, payload))
+        transaction.on_commit(lambda: reply_publish(group, payload))
         transaction.on_commit(lambda: kind.enqueue(reply.pk))
     return reply
 
@@ -183,7 +202,7 @@ def _announce_settled(kind: ReplyKind, *, reply: Any, frame_type: str) -> None:
     group = kind.group(reply)
     reply.refresh_from_db()
     payload = {"type": frame_type, "message": kind.serialize(reply)}
-    transaction.on_commit(lambda: _send(group, payload))
+    transaction.on_commit(lambda: reply_publish(group, payload))
 
 
 def reply_resume_deltas(
@@ -336,7 +355,7 @@ class _DeltaStreamer:
     def __init__(self, kind: ReplyKind, *, reply: Any, attempt: int) -> None:
         self.reply = reply
         self.attempt = attempt
-        self.group = kind.group(reply)
+        self.live_channel = live_channel(kind.group(reply))
         self.partial_key = _partial_key(kind, reply.pk, attempt)
         self.parts: list[str] = []
         self.pending: list[str] = []
@@ -357,9 +376,6 @@ class _DeltaStreamer:
         if not self.pending:
             return
         text = "".join(self.pending)
-        get_redis().pipeline(transaction=False).append(self.partial_key, text).expire(
-            self.partial_key, int(settings.INFERENCE_MAX_SECONDS) + 60
-        ).execute()
         end = self.offset + len(text)
         payload = {
             "type": "delta",
@@ -368,7 +384,12 @@ class _DeltaStreamer:
             "offset": self.offset,
             "text": text,
         }
-        _send(self.group, payload, stream=[self.reply.pk, self.attempt, self.offset, end])
+        span = f"{self.reply.pk}:{self.attempt}:{self.offset}:{end}"
+        _DELTA_SCRIPT.run(
+            keys=[self.partial_key, self.live_channel],
+            args=[text, int(settings.INFERENCE_MAX_SECONDS) + 60,
+                  live_payload([json.dumps(payload)], [span])],
+        )  # fmt: skip
         self.offset = end
         self.pending.clear()
         self.last_flush = time.monotonic()
@@ -408,7 +429,7 @@ def _attempt_failed(kind: ReplyKind, *, reply: Any, attempt: int, exc: ProviderE
             "message_id": reply.pk,
             "reply_to": reply.reply_to_id,
         }
-        transaction.on_commit(lambda: _send(group, payload))
+        transaction.on_commit(lambda: reply_publish(group, payload))
 
 
 def reply_abandon(kind: ReplyKind, *, reply_id: int, reason: str) -> None:

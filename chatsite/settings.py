@@ -145,9 +145,10 @@ CHANNEL_LAYERS = {
 # resumes from the stream); caps what a client that stops reading can make a process hold.
 SOCKET_LIVE_BACKLOG = env.int("SOCKET_LIVE_BACKLOG", default=5000)
 
-# Connections one process (or event loop) opens to Redis at most; more callers wait for
-# one (up to REDIS_POOL_TIMEOUT seconds) instead of failing.
-REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=100)
+# Connections one process (or event loop) opens to Redis at most: above the worker's
+# concurrency (CELERY_CONCURRENCY). A web process's callers wait for a free one (up to
+# REDIS_POOL_TIMEOUT seconds) instead of failing.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=20.0)
 
 # --- Celery: late acks so a worker killed mid-task hands the task to another.
@@ -169,11 +170,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="chatsite")
-# A reply spends its life waiting on the model's stream, so one worker process runs many
-# at once in threads (docs/performance.md, "Streaming many replies", has the measurement
-# that chose threads over prefork and gevent). `celery -A chatsite worker` reads these.
-CELERY_WORKER_POOL = env.str("CELERY_POOL", default="threads")
-CELERY_WORKER_CONCURRENCY = env.int("CELERY_CONCURRENCY", default=500)
 
 # --- Assistant chat.
 CHAT_SESSION_TTL = env.int("CHAT_SESSION_TTL", default=60 * 60)  # seconds of inactivity

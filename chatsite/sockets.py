@@ -205,7 +205,12 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
             await self.live_feed.leave_all()
 
     def live_messages(self, event: LiveEvent) -> list[dict[str, Any]]:
-        """The send messages of a live event for this socket (override to filter)."""
+        """The send messages of a live event for this socket (override to filter).
+
+        A stream this socket joined mid-way (send_stream_start) skips what it already has.
+        """
+        if self.streams_sent and event.ids:
+            return self._after_resume(event)
         return event.messages
 
     def live_overflow_messages(self) -> list[dict[str, Any]]:
@@ -218,38 +223,32 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
 
     async def socket_frame(self, event: dict[str, Any]) -> None:
         """Relay a pre-serialised group frame, unless this socket is the one that caused it."""
-        if event.get("skip") == self.channel_name:
-            return
-        frame = event["frame"]
-        if self.streams_sent and "stream" in event:
-            frame = self._after_resume(event["stream"], frame)
-            if frame is None:
-                return
-        await self.send(text_data=frame)
+        if event.get("skip") != self.channel_name:
+            await self.send(text_data=event["frame"])
 
     # --- streams joined mid-way (a reply streaming when the socket connects) -------------
 
     async def send_stream_start(self, delta: dict[str, Any], *, stream: tuple[int, int]) -> None:
         """Send a stream's text so far as a delta at offset 0; live deltas then go on from it.
 
-        `stream` is (message id, attempt). A live group event for it carries
-        "stream": [message id, attempt, start, end], the span of text it adds; what this
-        socket already has is dropped or cut off, so it sees no gap and no repeat.
+        `stream` is (message id, attempt). A live event of it has the id
+        "<message id>:<attempt>:<start>:<end>", the span of text it adds; what this socket
+        already has is dropped or cut off, so it sees no gap and no repeat.
         """
         self.streams_sent[stream] = len(delta["text"])
         await self.send_json(delta)
 
-    def _after_resume(self, span: list[int], frame: str) -> str | None:
-        message_id, attempt, start, end = span
+    def _after_resume(self, event: LiveEvent) -> list[dict[str, Any]]:
+        message_id, attempt, start, end = (int(part) for part in event.ids[0].split(":"))
         have = self.streams_sent.get((message_id, attempt))
         if have is None or start >= have:
-            return frame
+            return event.messages
         if end <= have:
-            return None
-        delta = json.loads(frame)
+            return []
+        delta = json.loads(event.messages[0]["text"])
         delta["text"] = delta["text"][have - start :]
         delta["offset"] = have
-        return json.dumps(delta)
+        return [{"type": "websocket.send", "text": json.dumps(delta)}]
 
 
 class UnknownPathConsumer(JsonSocketConsumer):

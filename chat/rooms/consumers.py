@@ -92,6 +92,7 @@ class RoomConsumer(JsonSocketConsumer):
         self.last_typing = 0.0
         # Join the group before reading history: anything later arrives live.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.live_join(self.group)  # the assistant's reply frames
         if outcome == "joined":
             await self._announce_join()
         presence_sweeper_ensure(announce_leave)
@@ -113,6 +114,7 @@ class RoomConsumer(JsonSocketConsumer):
             ROOM_REPLIES, messages=messages
         ):
             await self.send_stream_start(delta, stream=stream)
+        self.live_start()
 
     async def _announce_join(self) -> None:
         await self.channel_layer.group_send(
@@ -143,6 +145,7 @@ class RoomConsumer(JsonSocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave the group and presence; the last tab of a member announces the leave."""
+        await self.live_leave_all()
         if getattr(self, "room", None) is None:
             return
         await self.channel_layer.group_discard(self.group, self.channel_name)

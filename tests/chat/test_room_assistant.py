@@ -5,6 +5,7 @@ every member's socket, receiving exactly the frames they would be sent.
 """
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from chat.rooms.models import ASSISTANT_NAME, Room, RoomMessage, room_group_name
 from chat.rooms.serializers import room_message_data
 from chat.rooms.services import room_create, room_message_create
 from chatsite.errors import AppError
+from chatsite.fanout import LiveEvent, local_fanout
 from tests.chat.test_pipeline import FAST_RETRIES, PipelineTestCase, slow_reply
 from tests.support.cases import TIMEOUT
 from tests.support.inference_server import Fail, Reply
@@ -27,20 +29,52 @@ Frame = dict[str, Any]
 
 
 class RoomListener:
-    """A channel in a room's group: what every member's socket is sent, as parsed frames."""
+    """What every member's socket is sent, as parsed frames: the room's channel-layer group
+    and its live group (the assistant's reply frames, through this process's fan-out as a
+    socket gets them), in arrival order."""
 
     def __init__(self, slug: str) -> None:
         self.group = room_group_name(slug)
         self.layer = get_channel_layer()
         self.channel = ""
+        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.reader: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
 
     async def __aenter__(self) -> "RoomListener":
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(self.group, self.channel)
+        await local_fanout().join(self.group, self)
+        self.reader = asyncio.create_task(self._read_layer())
+        # The layer subscribes without waiting for Redis to confirm: probe until it hears.
+        deadline = time.monotonic() + TIMEOUT
+        while not self.listening.is_set():
+            assert time.monotonic() < deadline, "the room's group never answered"
+            await self.layer.group_send(self.group, {"type": "probe"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.listening.wait(), 0.2)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        assert self.reader is not None
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+        await local_fanout().leave(self.group, self)
         await self.layer.group_discard(self.group, self.channel)
+
+    async def _read_layer(self) -> None:
+        while True:
+            event = await self.layer.receive(self.channel)
+            if event["type"] == "probe":
+                self.listening.set()
+                continue
+            assert event["type"] == "socket.frame", event
+            self.frames.put_nowait(json.loads(event["frame"]))
+
+    def live_deliver(self, event: LiveEvent) -> None:
+        """A live event, as the fan-out hands it to a member."""
+        for message in event.messages:
+            self.frames.put_nowait(json.loads(message["text"]))
 
     async def receive_until(
         self, done: Callable[[Frame], bool], *, within: float = TIMEOUT
@@ -50,13 +84,12 @@ class RoomListener:
         deadline = time.monotonic() + within
         while True:
             try:
-                event = await asyncio.wait_for(
-                    self.layer.receive(self.channel), timeout=max(0.0, deadline - time.monotonic())
+                frame = await asyncio.wait_for(
+                    self.frames.get(), timeout=max(0.0, deadline - time.monotonic())
                 )
             except TimeoutError:
                 raise AssertionError(f"condition not met within {within}s; got {frames}") from None
-            assert event["type"] == "socket.frame", event
-            frames.append(json.loads(event["frame"]))
+            frames.append(frame)
             if done(frames[-1]):
                 return frames
 
@@ -198,6 +231,14 @@ class StreamingTests(RoomAssistantTestCase):
     async def test_a_message_without_the_mention_asks_nothing(self) -> None:
         async with RoomListener("lobby") as room:
             await self.say("alice", "hello everyone")
+            inner = room.layer._get_layer()
+            print(
+                "GROUPS",
+                inner.groups,
+                "CHANNELS",
+                list(inner.channels),
+                [(s._receive_task, s._subscribed_to) for s in inner._shards],
+            )
             await self.say("alice", "is the @assistant here?")
             question = await self.say("bob", "  @Assistant hello")
             frames = await room.receive_until(reply_to(question))

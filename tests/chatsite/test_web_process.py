@@ -24,18 +24,10 @@ from django.conf import settings
 from chatsite.processes import die_with_parent
 from sensors.services import sensor_create
 from tests.support.cases import ORIGIN, TIMEOUT, RedisTransactionTestCase
+from tests.support.procfile import procfile_command
 from tests.support.worker import test_database_url
 
 SLUG = "web-1"
-
-
-def procfile_command(name: str) -> str:
-    """The command line of one Procfile process."""
-    for line in (Path(settings.BASE_DIR) / "Procfile").read_text().splitlines():
-        key, _, command = line.partition(":")
-        if key.strip() == name:
-            return command.strip()
-    raise LookupError(name)
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""A real `celery -A chatsite worker` subprocess for tests, on the test database and Redis."""
+"""The Procfile's Celery worker as a subprocess for tests, on the test database and Redis."""
 
 import contextlib
 import os
@@ -15,6 +15,7 @@ from django.db import connection
 
 from chatsite.celery import app
 from chatsite.processes import die_with_parent
+from tests.support.procfile import procfile_command
 
 
 def test_database_url() -> str:
@@ -56,13 +57,16 @@ class CeleryWorker:
         )
 
     def start(self, *, timeout: float = 90.0) -> "CeleryWorker":
-        """Start the worker with the Procfile's pool options; wait until it answers a ping."""
+        """Start the Procfile's `worker:` command line; wait until it answers a ping."""
+        env = {
+            **self.env,
+            "WORKER_OPTIONS": f"-n {self.hostname} --without-heartbeat",
+            # as `manage.py serve` runs it: this interpreter's bin first on PATH
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+        }
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "chatsite", "worker", "-n", self.hostname,
-                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
-            ],
-            cwd=settings.BASE_DIR, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            ["sh", "-c", "exec " + procfile_command("worker")],
+            cwd=settings.BASE_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=die_with_parent,
         )  # fmt: skip
         _running.add(self)
