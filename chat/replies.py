@@ -197,10 +197,17 @@ def reply_stop(kind: ReplyKind, *, reply: Any) -> None:
             _announce_settled(kind, reply=reply, frame_type="stopped")
 
 
-def _announce_settled(kind: ReplyKind, *, reply: Any, frame_type: str) -> None:
-    """After commit, send a settled reply to its conversation: {"type", "message"}."""
+def _announce_settled(kind: ReplyKind, *, reply: Any, frame_type: str, **stored: Any) -> None:
+    """After commit, send a settled reply to its conversation: {"type", "message"}.
+
+    `stored` names the fields just written; without them the row is read again.
+    """
     group = kind.group(reply)
-    reply.refresh_from_db()
+    if stored:
+        for field, value in stored.items():
+            setattr(reply, field, value)
+    else:
+        reply.refresh_from_db()
     payload = {"type": frame_type, "message": kind.serialize(reply)}
     transaction.on_commit(lambda: reply_publish(group, payload))
 
@@ -269,29 +276,27 @@ def reply_generate(kind: ReplyKind, *, reply_id: int) -> float | None:
             return None  # the holder looks for pending replies again after letting go
         IN_FLIGHT.hold(lock)
         try:
-            wait = _drain(kind, conversation_id=conversation_id)
+            pending = _next_pending(kind, conversation_id=conversation_id)
+            if pending is not None:
+                if pending.next_attempt_at and pending.next_attempt_at > timezone.now():
+                    return (pending.next_attempt_at - timezone.now()).total_seconds()
+                _attempt_or_abandon(kind, reply=pending)
         finally:
             IN_FLIGHT.let_go(lock)
             with contextlib.suppress(LockError):
                 lock.release()
-        if wait is not None:
-            return wait
-        # A reply queued while the lock was held was left to us: look once more.
+        # Look after letting go: a reply queued while the lock was held was left to us.
         if _next_pending(kind, conversation_id=conversation_id) is None:
             return None
 
 
-def _drain(kind: ReplyKind, *, conversation_id: int) -> float | None:
-    """Answer the conversation's pending replies oldest first (the lock is held)."""
-    while (pending := _next_pending(kind, conversation_id=conversation_id)) is not None:
-        if pending.next_attempt_at and pending.next_attempt_at > timezone.now():
-            return (pending.next_attempt_at - timezone.now()).total_seconds()
-        try:
-            _attempt(kind, reply=pending)
-        except Exception:
-            logger.exception("generating reply %s crashed", pending.pk)
-            reply_abandon(kind, reply_id=pending.pk, reason="The assistant hit an internal error.")
-    return None
+def _attempt_or_abandon(kind: ReplyKind, *, reply: Any) -> None:
+    """One attempt (the lock is held); an unexpected crash fails the reply, not the task."""
+    try:
+        _attempt(kind, reply=reply)
+    except Exception:
+        logger.exception("generating reply %s crashed", reply.pk)
+        reply_abandon(kind, reply_id=reply.pk, reason="The assistant hit an internal error.")
 
 
 def _next_pending(kind: ReplyKind, *, conversation_id: int) -> Any:
@@ -448,11 +453,13 @@ def _settle(kind: ReplyKind, *, reply: Any, attempt: int, status: str, text: str
     Sent as {"type": "reply"} when done, {"type": "stopped"} when stopped.
     """
     with transaction.atomic():
+        fields = {"text": text, "status": status, "error": ""}
         stored = kind.model.objects.filter(pk=reply.pk, status=STREAMING, attempt=attempt).update(
-            text=text, status=status, error=""
+            **fields
         )
         if stored:
-            _announce_settled(kind, reply=reply, frame_type="reply" if status == DONE else status)
+            frame_type = "reply" if status == DONE else status
+            _announce_settled(kind, reply=reply, frame_type=frame_type, attempt=attempt, **fields)
 
 
 # --- recovery (the worker's supervisor calls this every few seconds) -----------------------

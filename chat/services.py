@@ -76,19 +76,14 @@ def chat_message_create(
     client_id = validate_client_id(client_id)
     with transaction.atomic():
         _session_touch(session_id=session_id)
-        if client_id is not None:
-            existing = _message_by_client_id(session_id=session_id, client_id=client_id)
-            if existing is not None:
-                _reply_requeue_if_pending(message=existing)
-                return existing, False
-        try:
+        try:  # a repeated client_id is caught by the unique constraint: no look-up first
             with transaction.atomic():
                 message = ChatMessage.objects.create(
                     session_id=session_id, role=ChatMessage.Role.USER, text=text,
                     status=Status.DONE, client_id=client_id,
                 )  # fmt: skip
         except IntegrityError:
-            # A concurrent frame with the same client_id won the race.
+            # This client_id was stored before (a resend, or a concurrent frame).
             existing = _message_by_client_id(session_id=session_id, client_id=client_id)
             if existing is None:
                 raise

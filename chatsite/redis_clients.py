@@ -22,8 +22,7 @@ def get_redis() -> redis.Redis:
     """The process's sync client (re-created after fork, never per call).
 
     Each of a worker's greenlets holds at most one connection at a time, so the pool's
-    cap (REDIS_MAX_CONNECTIONS, above the worker's concurrency) is never reached; the
-    plain pool costs a fraction of the blocking one per command.
+    cap (REDIS_MAX_CONNECTIONS, above the worker's concurrency) is not reached.
     """
     global _sync
     if _sync is None or _sync[0] != os.getpid():
@@ -48,14 +47,9 @@ def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async.get(loop)
     if client is None:
-        # A web process's sockets wait for a free connection rather than fail: hundreds of
-        # them may call Redis at once (redis-py's plain pool raises past its cap).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=settings.REDIS_POOL_TIMEOUT,
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS
         )
-        client = aioredis.Redis.from_pool(pool)
         _async[loop] = client
     return client
 
@@ -73,7 +67,11 @@ class RedisScript:
 
     def run(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run it on the process's sync client."""
-        return self._sync(keys, args, client=get_redis())
+        client = get_redis()
+        try:  # EVALSHA directly, as run_async does
+            return client.evalsha(self._sync.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return self._sync(keys, args, client=client)
 
     async def run_async(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run it on the running event loop's async client."""

@@ -145,11 +145,10 @@ CHANNEL_LAYERS = {
 # resumes from the stream); caps what a client that stops reading can make a process hold.
 SOCKET_LIVE_BACKLOG = env.int("SOCKET_LIVE_BACKLOG", default=5000)
 
-# Connections one process (or event loop) opens to Redis at most: above the worker's
-# concurrency (CELERY_CONCURRENCY). A web process's callers wait for a free one (up to
-# REDIS_POOL_TIMEOUT seconds) instead of failing.
-REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
-REDIS_POOL_TIMEOUT = env.float("REDIS_POOL_TIMEOUT", default=20.0)
+# Connections one process (or event loop) may open to Redis: above the worker's
+# concurrency (CELERY_CONCURRENCY) and the sockets a web process serves at once, each of
+# which holds at most one at a time (redis-py's default, 100, failed at 500 sockets).
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=2000)
 
 # --- Celery: late acks so a worker killed mid-task hands the task to another.
 CELERY_BROKER_URL = REDIS_URL
