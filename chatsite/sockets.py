@@ -160,11 +160,12 @@ class JsonSocketConsumer(AsyncWebsocketConsumer):
         """Answer a ping with a pong (clients use it as a keep-alive)."""
         await self.send_json({"type": "pong"})
 
-    # Messages whose handlers use no database: Channels' dispatch would first run
-    # close_old_connections in a worker thread, for every message to every socket, which on
-    # a fan-out costs more than the send. (Database work goes through database_sync_to_async,
-    # which closes stale connections itself.) Subclasses add their own.
-    no_database_messages: frozenset[str] = frozenset({"socket.frame"})
+    # Messages whose handlers touch the database only through database_sync_to_async (which
+    # closes stale connections itself). Channels' dispatch would first run
+    # close_old_connections on the one database thread, for every message to every socket:
+    # on a fan-out that costs more than the send, and a frame in (a ping) would wait behind
+    # every socket's database work. Subclasses add their own.
+    no_database_messages: frozenset[str] = frozenset({"socket.frame", "websocket.receive"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler directly for no_database_messages; anything else as Channels does."""

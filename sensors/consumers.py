@@ -48,8 +48,6 @@ class PublishConsumer(JsonSocketConsumer):
     """/ws/sensors/<slug>/publish: a device sends readings, each frame acked with its ids."""
 
     max_frame_bytes = settings.SENSOR_MAX_FRAME_BYTES
-    # Readings go to Redis only (the key check in connect uses database_sync_to_async).
-    no_database_messages = JsonSocketConsumer.no_database_messages | {"websocket.receive"}
 
     async def connect(self) -> None:
         """Accept, then authenticate by key; refusals close 4401 without saying why."""
