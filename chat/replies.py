@@ -73,7 +73,7 @@ class ReplyKind:
     conversation_field: str
     reply_filter: dict[str, Any]
     lock_key: Callable[[int], str]  # conversation id → Redis key of its reply lock
-    group: Callable[[Any], str]  # reply → channel-layer group of its conversation
+    group: Callable[[Any], str]  # reply → its conversation's group (channel layer and live)
     prompt: Callable[[Any], list[PromptMessage]]  # reply → the whole prompt, system first
     serialize: Callable[[Any], dict[str, Any]]  # message → its wire object
     enqueue: Callable[[int], None]  # reply id → queue its Celery task
@@ -125,10 +125,10 @@ return redis.call('PUBLISH', KEYS[2], ARGV[3])
 
 
 def db_release() -> None:
-    """Give back this thread's database connections (to the pool, on PostgreSQL).
+    """Give back the caller's database connections (to the pool, on PostgreSQL).
 
-    A worker thread holds none while it waits on the model, so hundreds of replies can
-    stream on a handful of connections.
+    A reply holds none while it waits on the model, so hundreds of replies can stream
+    on a handful of connections (each greenlet or thread has its own).
     """
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:

@@ -1,4 +1,4 @@
-"""The reply supervisor: one thread per worker process beside the generating threads.
+"""The reply supervisor: one thread (a greenlet under gevent) per worker process.
 
 It listens for stop requests and stops the replies generated in this process at once,
 keeps the conversation locks this process holds alive (short leases, so a dead worker's
