@@ -1,5 +1,6 @@
 """The assistant chat socket."""
 
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -105,19 +106,17 @@ class ChatConsumer(JsonSocketConsumer):
 
     async def on_retry(self, frame: dict[str, Any]) -> None:
         """Queue a failed reply again."""
-        try:
-            await self._limit()
-            await database_sync_to_async(chat_reply_retry)(
-                session_id=self.session_id, message_id=frame.get("message_id")
-            )
-        except AppError as err:
-            raise _close_if_gone(err) from None
+        await self._on_reply(chat_reply_retry, frame)
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
         """Stop a pending or streaming reply; every socket of the session gets `stopped`."""
+        await self._on_reply(chat_reply_stop, frame)
+
+    async def _on_reply(self, service: Callable[..., Any], frame: dict[str, Any]) -> None:
+        """Rate-limit, then apply a service to the reply the frame's message_id names."""
         try:
             await self._limit()
-            await database_sync_to_async(chat_reply_stop)(
+            await database_sync_to_async(service)(
                 session_id=self.session_id, message_id=frame.get("message_id")
             )
         except AppError as err:
