@@ -231,14 +231,6 @@ class StreamingTests(RoomAssistantTestCase):
     async def test_a_message_without_the_mention_asks_nothing(self) -> None:
         async with RoomListener("lobby") as room:
             await self.say("alice", "hello everyone")
-            inner = room.layer._get_layer()
-            print(
-                "GROUPS",
-                inner.groups,
-                "CHANNELS",
-                list(inner.channels),
-                [(s._receive_task, s._subscribed_to) for s in inner._shards],
-            )
             await self.say("alice", "is the @assistant here?")
             question = await self.say("bob", "  @Assistant hello")
             frames = await room.receive_until(reply_to(question))
