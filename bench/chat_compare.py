@@ -77,6 +77,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -795,16 +796,27 @@ async def concurrent_step(args: argparse.Namespace, target: Target) -> dict[str,
 
 
 def concurrent_mode(args: argparse.Namespace, targets: list[Target]) -> dict[str, Any]:
+    return step_rounds(args, targets, "concurrent", concurrent_step, print_concurrent_step)
+
+
+def step_rounds(
+    args: argparse.Namespace,
+    targets: list[Target],
+    mode: str,
+    step: Callable[[argparse.Namespace, Target], Awaitable[dict[str, Any]]],
+    show: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run `step` for each target, --rounds times, the order alternating by round."""
     steps = []
     for round_no in range(1, args.rounds + 1):
         order = targets if round_no % 2 else targets[::-1]
         for target in order:
-            record = asyncio.run(concurrent_step(args, target))
+            record = asyncio.run(step(args, target))
             record["round"] = round_no
             steps.append(record)
-            print_concurrent_step(record)
+            show(record)
             after_step(args, target, record)
-    return {"mode": "concurrent", "steps": steps}
+    return {"mode": mode, "steps": steps}
 
 
 def print_concurrent_step(r: dict[str, Any]) -> None:
@@ -982,15 +994,7 @@ async def stop_step(args: argparse.Namespace, target: Target) -> dict[str, Any]:
 
 
 def stop_mode(args: argparse.Namespace, targets: list[Target]) -> dict[str, Any]:
-    steps = []
-    for round_no in range(1, args.rounds + 1):
-        for target in targets:
-            record = asyncio.run(stop_step(args, target))
-            record["round"] = round_no
-            steps.append(record)
-            print_stop_step(record)
-            after_step(args, target, record)
-    return {"mode": "stop", "steps": steps}
+    return step_rounds(args, targets, "stop", stop_step, print_stop_step)
 
 
 def print_stop_step(r: dict[str, Any]) -> None:
